@@ -1,0 +1,1 @@
+//! Tree generators, serial baselines and the benchmark harness.

@@ -1,0 +1,138 @@
+//! `volsec apply`: prepare one volume (fsGroup ownership, SELinux label, or both).
+
+use super::output::{self, Format};
+use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use volsec::ownership::{ChangePolicy, Ownership};
+use volsec::prepare::{self, Job, Options};
+use volsec::selinux::Context;
+use volsec::walk::{Progress, WalkOptions};
+
+/// Give a volume kubelet's fsGroup ownership and/or an SELinux label, in one parallel pass.
+///
+/// Every entry gets group fsGroup (the owner is untouched) and the mask OR-ed into its mode
+/// (files 0660, directories 02770; 0440 and 02550 with --read-only); symlinks get the group
+/// themselves and are never followed or chmodded. Only what differs is written, and the
+/// root is changed last, only when everything below succeeded.
+///
+/// Exit status: 0 all done, 1 some entries failed (the root is left unchanged), 2 refused.
+///
+/// Examples:
+///   volsec apply --fs-group 2000 /var/lib/kubelet/pods/UID/volumes/kubernetes.io~csi/pv1/mount
+///   volsec apply --fs-group 2000 --change-policy OnRootMismatch --output json /data
+///   volsec apply --fs-group 2000 --selinux-context system_u:object_r:container_file_t:s0:c1,c2 /data
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The volume's root directory. A symlink anywhere on this path is refused.
+    pub path: PathBuf,
+
+    /// The pod's fsGroup: the group every entry gets.
+    #[arg(long, value_name = "GID")]
+    pub fs_group: Option<u32>,
+
+    /// The volume is mounted read-only: masks 0440 (files) and 02550 (directories).
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// fsGroupChangePolicy: OnRootMismatch skips the walk when the root already matches.
+    #[arg(long, value_enum, default_value_t = ChangePolicy::Always)]
+    pub change_policy: ChangePolicy,
+
+    /// Also apply this SELinux file label, in the same walk.
+    #[arg(long, value_name = "CONTEXT")]
+    pub selinux_context: Option<String>,
+
+    /// A filesystem that cannot store labels is "relabel not needed", not an error.
+    #[arg(long)]
+    pub ignore_unsupported: bool,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Flags shared by every command that walks a volume.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Worker threads (default: one per online CPU).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+
+    /// Walk into nested mount points instead of reporting and skipping them.
+    #[arg(long)]
+    pub cross_mounts: bool,
+
+    /// Report what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How many failures to list with their paths (all are counted).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_errors: usize,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> Options {
+        Options {
+            walk: WalkOptions {
+                threads: self.threads,
+                cross_mounts: self.cross_mounts,
+                max_errors: self.max_errors,
+            },
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+pub fn run(args: Args) -> u8 {
+    let label = match args.selinux_context.as_deref().map(Context::parse).transpose() {
+        Ok(label) => label,
+        Err(e) => return refuse(&e),
+    };
+    let job = Job {
+        ownership: args.fs_group.map(|fs_group| Ownership {
+            fs_group,
+            read_only: args.read_only,
+        }),
+        label,
+        change_policy: args.change_policy,
+        ignore_unsupported_labels: args.ignore_unsupported,
+    };
+    execute(&args.path, &job, &args.run)
+}
+
+/// Runs a pass with a progress bar and prints its report; returns the exit status.
+pub fn execute(path: &std::path::Path, job: &Job, run: &RunArgs) -> u8 {
+    let options = run.options();
+    let progress = Progress::new(options.walk.max_errors);
+    let cancel = AtomicBool::new(false);
+    let quiet = run.quiet || run.output == Format::Json;
+    let result = output::with_progress(&progress, quiet, || {
+        prepare::prepare(path, job, &options, &progress, &cancel)
+    });
+    match result {
+        Ok(report) => {
+            output::print_report(&report, run.output);
+            if report.succeeded() {
+                EXIT_OK
+            } else {
+                EXIT_PARTIAL
+            }
+        }
+        Err(e) => refuse(&e),
+    }
+}
+
+pub fn refuse(err: &dyn std::fmt::Display) -> u8 {
+    eprintln!("volsec: {err}");
+    EXIT_REFUSED
+}

@@ -1,0 +1,10 @@
+//! `volsec client`.
+
+/// Not implemented yet.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> u8 {
+    eprintln!("volsec: client is not implemented yet");
+    super::EXIT_REFUSED
+}

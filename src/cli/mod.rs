@@ -1,0 +1,70 @@
+//! Command-line interface. Each subcommand lives in its own module and only turns flags
+//! into library calls and library results into output.
+
+mod apply;
+mod bench;
+mod client;
+mod mount_option;
+mod output;
+mod plan;
+mod relabel;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit status: everything done.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the pass ran but some entries failed (or it was cancelled).
+pub const EXIT_PARTIAL: u8 = 1;
+/// Exit status: refused before anything was changed (bad arguments or a bad root).
+pub const EXIT_REFUSED: u8 = 2;
+
+/// Prepares Kubernetes volumes for the pods that mount them: fsGroup ownership and SELinux
+/// labels in one parallel pass that never follows a symlink, with exactly kubelet's results.
+#[derive(Parser)]
+#[command(name = "volsec", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply fsGroup ownership and/or an SELinux label to a volume, in one pass.
+    Apply(apply::Args),
+    /// Apply an SELinux label recursively (the container runtime's relabel, done once).
+    Relabel(relabel::Args),
+    /// Print the `-o context=` mount option for an SELinux label, as kubelet formats it.
+    MountOption(mount_option::Args),
+    /// Decide, from Pod, PersistentVolume and CSIDriver manifests, who applies fsGroup and how
+    /// the SELinux label is applied.
+    Plan(plan::Args),
+    /// Run the node agent: a gRPC service on a Unix socket for the volume manager.
+    Serve(serve::Args),
+    /// Call a running agent by hand.
+    Client(client::Args),
+    /// Build standard trees and measure volsec against serial baselines.
+    Bench(bench::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_REFUSED } else { EXIT_OK });
+        }
+    };
+    output::init_logging();
+    let code = match cli.command {
+        Command::Apply(args) => apply::run(args),
+        Command::Relabel(args) => relabel::run(args),
+        Command::MountOption(args) => mount_option::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Client(args) => client::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    ExitCode::from(code)
+}

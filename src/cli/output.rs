@@ -1,0 +1,119 @@
+//! Output shared by the subcommands: logging, the progress bar, and the pass summary.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use volsec::prepare::Report;
+use volsec::walk::Progress;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A short summary for people.
+    Text,
+    /// One JSON document on stdout, for machines.
+    Json,
+}
+
+/// Logs go to stderr through `tracing`; `RUST_LOG` selects them (default: warnings).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs `work` while a progress bar on stderr shows inodes done and the rate. The bar is
+/// hidden when stderr is not a terminal or when `quiet`.
+pub fn with_progress<T>(progress: &Progress, quiet: bool, work: impl FnOnce() -> T) -> T {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {human_pos} inodes  {per_sec}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let t = progress.tally();
+                bar.set_position(t.visited);
+                if t.failed > 0 {
+                    bar.set_message(format!("{} failed", t.failed));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        let out = work();
+        done.store(true, Ordering::Relaxed);
+        out
+    })
+}
+
+/// Prints a pass report as text or JSON.
+pub fn print_report(report: &Report, format: Format) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("a report serializes")
+        ),
+        Format::Text => print_summary(report),
+    }
+}
+
+fn print_summary(r: &Report) {
+    let t = &r.tally;
+    let what = match (r.fs_group, &r.selinux_label) {
+        (Some(g), Some(l)) => format!("fsGroup {g} and label {l}"),
+        (Some(g), None) => format!("fsGroup {g}"),
+        (None, Some(l)) => format!("label {l}"),
+        (None, None) => String::new(),
+    };
+    let dry = if r.dry_run { " (dry run: nothing written)" } else { "" };
+    println!("{}: {what}, policy {}{dry}", r.path.display(), r.change_policy);
+    if let Some(reason) = r.skipped_reason {
+        println!("  skipped: {}", skip_text(reason));
+    }
+    let changed = if r.dry_run { "would change" } else { "changed" };
+    println!(
+        "  {} visited, {} {changed}, {} unchanged, {} failed, {} vanished, {} mounts skipped",
+        t.visited, t.changed, t.unchanged, t.failed, t.vanished, t.skipped_mounts
+    );
+    println!(
+        "  {:.3} s, {} inodes/s, {} threads, outcome {}",
+        r.elapsed_ms as f64 / 1000.0,
+        r.inodes_per_second,
+        r.threads,
+        r.outcome
+    );
+    if r.labels_unsupported {
+        println!("  labels: the filesystem cannot store SELinux labels; relabel not needed");
+    }
+    for m in &r.nested_mounts {
+        println!("  nested mount skipped: {} (use --cross-mounts to enter)", m.display());
+    }
+    for e in &r.errors {
+        println!("  error: {e}");
+    }
+    if t.failed > r.errors.len() as u64 {
+        println!("  ... and {} more failures", t.failed - r.errors.len() as u64);
+    }
+    if t.failed > 0 || r.outcome == "cancelled" {
+        println!("  the root was left unchanged, so the next OnRootMismatch pass walks again");
+    }
+}
+
+fn skip_text(reason: volsec::prepare::SkipReason) -> &'static str {
+    use volsec::prepare::SkipReason::*;
+    match reason {
+        OnRootMismatch => "OnRootMismatch: the root already has fsGroup, setgid and the permission bits, so nothing below is looked at",
+        LabelsUnsupported => "the filesystem cannot store SELinux labels; relabel not needed",
+    }
+}

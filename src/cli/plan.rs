@@ -1,0 +1,10 @@
+//! `volsec plan`.
+
+/// Not implemented yet.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> u8 {
+    eprintln!("volsec: plan is not implemented yet");
+    super::EXIT_REFUSED
+}

@@ -1,0 +1,87 @@
+//! kubelet's fsGroup ownership rules (`pkg/volume/volume_linux.go`), decided in one place.
+//!
+//! For every entry: the group becomes fsGroup with the owner untouched; a mask is OR-ed into
+//! the mode, never removing a bit (files `0660`, directories `02770`; `0440`/`02550` on a
+//! read-only volume); a symlink gets the group itself and is never chmodded. kubelet writes
+//! every entry unconditionally; volsec computes the same final state and writes only what
+//! differs, so a second pass over a correct tree writes nothing.
+//!
+//! `chown(2)` clears setuid (and setgid with group-execute) on a non-directory, even for
+//! root. kubelet puts them back by chmodding to the mode read *before* the chown; so does
+//! [`Ownership::changes`].
+
+mod policy;
+
+pub use policy::{ChangePolicy, ParsePolicyError};
+
+use crate::sys::{FileKind, Stat};
+use serde::Serialize;
+
+const RW_MASK: u32 = 0o660;
+const RO_MASK: u32 = 0o440;
+const EXEC_MASK: u32 = 0o110;
+const SETUID_SETGID: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+const SETGID: u32 = libc::S_ISGID as u32;
+
+/// The fsGroup ownership a volume must end up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ownership {
+    /// The pod's `securityContext.fsGroup`.
+    pub fs_group: u32,
+    /// The volume is mounted read-only: masks `0440` / `02550` instead of `0660` / `02770`.
+    pub read_only: bool,
+}
+
+/// What must be written to one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// `chown(-1, fsGroup)` is needed.
+    pub chown: bool,
+    /// The mode to set afterwards, if any.
+    pub chmod: Option<u32>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        !self.chown && self.chmod.is_none()
+    }
+}
+
+impl Ownership {
+    /// The bits OR-ed into an entry's mode; `None` for a symlink, which is never chmodded.
+    pub fn mask(&self, kind: FileKind) -> Option<u32> {
+        let base = if self.read_only { RO_MASK } else { RW_MASK };
+        match kind {
+            FileKind::Symlink => None,
+            FileKind::Dir => Some(base | EXEC_MASK | SETGID),
+            _ => Some(base),
+        }
+    }
+
+    /// The writes that bring `stat` to kubelet's result, and nothing more.
+    pub fn changes(&self, stat: &Stat) -> Changes {
+        let chown = stat.gid != self.fs_group;
+        let chmod = self.mask(stat.kind).and_then(|mask| {
+            let wanted = stat.perm | mask;
+            // chown clears setuid/setgid on a non-directory: write them back.
+            let cleared_by_chown =
+                chown && stat.kind != FileKind::Dir && stat.perm & SETUID_SETGID != 0;
+            (wanted != stat.perm || cleared_by_chown).then_some(wanted)
+        });
+        Changes { chown, chmod }
+    }
+
+    /// kubelet's OnRootMismatch test (`requiresPermissionChange`): the walk can be skipped
+    /// when the root is a directory whose group is fsGroup, with setgid, and whose permission
+    /// bits include the mask's (`0660` or `0440`) plus `0110`. Owner uid and children are
+    /// never looked at.
+    pub fn root_matches(&self, root: &Stat) -> bool {
+        let Some(mask) = self.mask(FileKind::Dir) else {
+            return false;
+        };
+        root.kind == FileKind::Dir && root.gid == self.fs_group && root.perm & mask == mask
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! kubelet's volume decisions, from Pod, PersistentVolume and CSIDriver manifests.

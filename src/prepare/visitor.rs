@@ -1,0 +1,113 @@
+//! The per-entry work of a pass: read what is there, write only what differs.
+
+use super::Job;
+use crate::ownership::Ownership;
+use crate::selinux::{self, Context};
+use crate::sys::{self, Target};
+use crate::walk::{Entry, OpError, Root, Visited, Visitor};
+use std::io;
+
+pub(super) struct PassVisitor {
+    ownership: Option<Ownership>,
+    /// The label in canonical form, as written (without a trailing NUL, as go-selinux and
+    /// the container runtimes write it).
+    label: Option<String>,
+    dry_run: bool,
+}
+
+impl PassVisitor {
+    pub fn new(job: &Job, dry_run: bool) -> PassVisitor {
+        PassVisitor {
+            ownership: job.ownership,
+            label: job.label.as_ref().map(Context::to_string),
+            dry_run,
+        }
+    }
+
+    /// Whether the root's filesystem can hold labels: `EOPNOTSUPP` on reading the label
+    /// means it cannot (vfat, NFS without labels, a `context=` mount).
+    pub fn root_stores_labels(&self, root: &Root) -> bool {
+        let mut buf = [0u8; 256];
+        match sys::get_xattr(Target::Fd(root.fd()), selinux::XATTR, &mut buf) {
+            Err(e) => !super::is_unsupported(&e),
+            Ok(_) => true,
+        }
+    }
+
+    /// Whether the root already has everything the job asks for (the OnRootMismatch test,
+    /// extended to the label when one is asked for).
+    pub fn root_matches(&self, root: &Root) -> bool {
+        let ownership_ok = self.ownership.is_none_or(|o| o.root_matches(root.stat()));
+        ownership_ok
+            && self
+                .label
+                .as_deref()
+                .is_none_or(|l| matches!(label_differs(Target::Fd(root.fd()), l), Ok(false)))
+    }
+
+    fn ownership(&self, own: &Ownership, entry: &Entry<'_>) -> Result<bool, OpError> {
+        let changes = own.changes(entry.stat);
+        if changes.is_empty() {
+            return Ok(false);
+        }
+        if self.dry_run {
+            return Ok(true);
+        }
+        if changes.chown {
+            sys::chown_group(entry.target(), own.fs_group).map_err(|e| OpError::new("chown", e))?;
+        }
+        if let Some(mode) = changes.chmod {
+            sys::chmod(entry.target(), mode).map_err(|e| OpError::new("chmod", e))?;
+        }
+        Ok(true)
+    }
+
+    fn label(&self, label: &str, entry: &Entry<'_>) -> Result<bool, OpError> {
+        let differs =
+            label_differs(entry.target(), label).map_err(|e| OpError::new("getxattr", e))?;
+        if differs && !self.dry_run {
+            sys::set_xattr(entry.target(), selinux::XATTR, label.as_bytes())
+                .map_err(|e| OpError::new("setxattr", e))?;
+        }
+        Ok(differs)
+    }
+}
+
+impl Visitor for PassVisitor {
+    fn visit(&self, entry: &Entry<'_>) -> Result<Visited, OpError> {
+        let mut changed = false;
+        if let Some(own) = &self.ownership {
+            changed |= self.ownership(own, entry)?;
+        }
+        if let Some(label) = &self.label {
+            changed |= self.label(label, entry)?;
+        }
+        Ok(if changed {
+            Visited::Changed
+        } else {
+            Visited::Unchanged
+        })
+    }
+}
+
+/// Reads the current label and compares it with `wanted` in canonical form. No label at
+/// all (`ENODATA`) differs.
+fn label_differs(target: Target<'_>, wanted: &str) -> io::Result<bool> {
+    let mut buf = [0u8; 512];
+    let len = match sys::get_xattr(target, selinux::XATTR, &mut buf) {
+        Ok(len) => len,
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    let current = &buf[..len];
+    let current = current.strip_suffix(b"\0").unwrap_or(current);
+    if current == wanted.as_bytes() {
+        return Ok(false);
+    }
+    let canonical = std::str::from_utf8(current)
+        .ok()
+        .and_then(|s| Context::parse(s).ok())
+        .map(|c| c.to_string());
+    Ok(canonical.as_deref() != Some(wanted))
+}

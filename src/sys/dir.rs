@@ -1,0 +1,102 @@
+//! Reading a directory with `getdents64`, a buffer at a time.
+//!
+//! The reader keeps no state but the descriptor's own offset, so a directory of millions of
+//! entries costs one buffer, and the walker can hand each buffer's worth of entries to
+//! whichever thread is free.
+
+use rustix::fd::BorrowedFd;
+use std::ffi::CStr;
+use std::io;
+
+/// `d_type` as the filesystem reported it. `Unknown` (some filesystems never fill it in)
+/// means the entry has to be `stat`ed to be classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryType {
+    Dir,
+    Symlink,
+    Other,
+    Unknown,
+}
+
+/// One entry of a directory, borrowed from the reader's buffer.
+#[derive(Debug)]
+pub struct DirEntry<'a> {
+    pub name: &'a CStr,
+    pub kind: EntryType,
+}
+
+/// A buffer for `getdents64`. One per worker thread.
+pub struct DirReader {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl DirReader {
+    /// 32 KiB holds several hundred typical entries: a worthwhile batch for a thread, and
+    /// small enough that the threads share a big directory.
+    pub fn new() -> DirReader {
+        DirReader::with_capacity(32 * 1024)
+    }
+
+    pub fn with_capacity(bytes: usize) -> DirReader {
+        DirReader {
+            buf: vec![0; bytes],
+            len: 0,
+        }
+    }
+
+    /// Reads the next batch of entries of `dir`. Returns `false` at the end of the
+    /// directory. `.` and `..` are filtered out by [`DirReader::entries`].
+    pub fn fill(&mut self, dir: BorrowedFd<'_>) -> io::Result<bool> {
+        use rustix::fd::AsRawFd;
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                self.buf.as_mut_ptr(),
+                self.buf.len(),
+            )
+        };
+        self.len = super::cvt(ret)? as usize;
+        Ok(self.len > 0)
+    }
+
+    /// Whether the last batch left room for more: a filesystem returns a short batch at the
+    /// end of a directory, so a reader can skip asking again for small directories.
+    pub fn was_short(&self) -> bool {
+        self.len + 512 < self.buf.len()
+    }
+
+    /// The entries of the last batch, without `.` and `..`.
+    pub fn entries(&self) -> impl Iterator<Item = DirEntry<'_>> {
+        let buf = &self.buf[..self.len];
+        let mut off = 0;
+        std::iter::from_fn(move || loop {
+            if off >= buf.len() {
+                return None;
+            }
+            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let d_type = buf[off + 18];
+            let name = CStr::from_bytes_until_nul(&buf[off + 19..off + reclen]).ok()?;
+            off += reclen;
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let kind = match d_type {
+                libc::DT_DIR => EntryType::Dir,
+                libc::DT_LNK => EntryType::Symlink,
+                libc::DT_UNKNOWN => EntryType::Unknown,
+                _ => EntryType::Other,
+            };
+            return Some(DirEntry { name, kind });
+        })
+    }
+}
+
+impl Default for DirReader {
+    fn default() -> Self {
+        DirReader::new()
+    }
+}

@@ -1,0 +1,118 @@
+//! Newer race-free system calls, probed once, with their `O_PATH` fallbacks.
+//!
+//! `fchmodat2(AT_SYMLINK_NOFOLLOW)` arrived in Linux 6.6 and `getxattrat`/`setxattrat` in
+//! 6.13. On older kernels the entry is pinned with `O_PATH | O_NOFOLLOW`, checked not to be a
+//! symlink where that matters, and changed through `/proc/self/fd/N`, which names the pinned
+//! inode itself: no path is resolved again, so nothing can be swapped in between.
+
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use std::ffi::{CStr, CString};
+use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const UNKNOWN: u8 = 0;
+const NATIVE: u8 = 1;
+const FALLBACK: u8 = 2;
+
+static FCHMODAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
+static XATTRAT: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// x86_64 and aarch64 share these numbers (the generic syscall table).
+const SYS_FCHMODAT2: libc::c_long = 452;
+pub(super) const SYS_SETXATTRAT: libc::c_long = 463;
+pub(super) const SYS_GETXATTRAT: libc::c_long = 464;
+
+/// Which system calls are in use, for reports and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fallbacks {
+    pub chmod_via_proc: bool,
+    pub xattr_via_proc: bool,
+}
+
+/// Makes every later call take the `O_PATH` + `/proc/self/fd` route, as on a kernel before
+/// 6.6. Set also by `VOLSEC_FORCE_FALLBACK=1` in the environment. Both routes give the same
+/// results; this exists so the older route stays tested.
+pub fn force_fallbacks() {
+    FCHMODAT2.store(FALLBACK, Ordering::Relaxed);
+    XATTRAT.store(FALLBACK, Ordering::Relaxed);
+}
+
+impl Fallbacks {
+    /// What the calls made so far have settled on (a route not yet probed counts as native).
+    pub fn current() -> Fallbacks {
+        Fallbacks {
+            chmod_via_proc: FCHMODAT2.load(Ordering::Relaxed) == FALLBACK,
+            xattr_via_proc: XATTRAT.load(Ordering::Relaxed) == FALLBACK,
+        }
+    }
+}
+
+/// Returns whether the native call should be tried.
+pub(super) fn native(flag: &AtomicU8) -> bool {
+    match flag.load(Ordering::Relaxed) {
+        NATIVE => true,
+        FALLBACK => false,
+        _ => {
+            if std::env::var_os("VOLSEC_FORCE_FALLBACK").is_some_and(|v| v == "1") {
+                force_fallbacks();
+                false
+            } else {
+                true
+            }
+        }
+    }
+}
+
+/// Records the outcome of a native call: `ENOSYS` switches to the fallback for good.
+pub(super) fn settle<T>(flag: &AtomicU8, res: io::Result<T>) -> Option<io::Result<T>> {
+    match res {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            flag.store(FALLBACK, Ordering::Relaxed);
+            None
+        }
+        other => {
+            flag.store(NATIVE, Ordering::Relaxed);
+            Some(other)
+        }
+    }
+}
+
+pub(super) fn xattrat_flag() -> &'static AtomicU8 {
+    &XATTRAT
+}
+
+pub(super) fn chmod_at_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    if native(&FCHMODAT2) {
+        // SAFETY: plain syscall with a valid fd and a NUL-terminated name.
+        let ret = unsafe {
+            libc::syscall(
+                SYS_FCHMODAT2,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                mode as libc::c_uint,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if let Some(res) = settle(&FCHMODAT2, super::cvt(ret).map(drop)) {
+            return res;
+        }
+    }
+    let pinned = pin(dir, name)?;
+    if super::stat_fd(pinned.as_fd())?.kind == super::FileKind::Symlink {
+        // What fchmodat2 answers for a symlink: it has no mode of its own.
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    rustix::fs::chmod(proc_path(&pinned), Mode::from_raw_mode(mode)).map_err(io::Error::from)
+}
+
+/// Pins `name` inside `dir` without following or opening it (`O_PATH | O_NOFOLLOW`).
+pub(super) fn pin(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(io::Error::from)
+}
+
+/// `/proc/self/fd/N`: resolves to the inode `fd` pins, whatever is at its path now.
+pub(super) fn proc_path(fd: &OwnedFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}

@@ -1,0 +1,89 @@
+//! One `statx` per inode: type, mode, owner, identity and the mount it lives on.
+//!
+//! The mount id (`STATX_MNT_ID`, Linux 5.8) is what tells a nested mount point apart, bind
+//! mounts of the same filesystem included, which `st_dev` alone cannot.
+
+use rustix::fd::BorrowedFd;
+use rustix::fs::{AtFlags, StatxFlags};
+use std::ffi::CStr;
+use std::io;
+
+/// The kind of a directory entry, from its `st_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    Socket,
+    BlockDevice,
+    CharDevice,
+}
+
+impl FileKind {
+    fn from_mode(mode: u32) -> FileKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            libc::S_IFCHR => FileKind::CharDevice,
+            _ => FileKind::File,
+        }
+    }
+}
+
+/// What the passes need to know about an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: FileKind,
+    /// Permission bits including setuid, setgid and sticky (`st_mode & 07777`).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub dev: u64,
+    pub ino: u64,
+    /// The id of the mount the inode was reached through.
+    pub mnt_id: u64,
+}
+
+impl Stat {
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileKind::Dir
+    }
+}
+
+const WANTED: StatxFlags = StatxFlags::TYPE
+    .union(StatxFlags::MODE)
+    .union(StatxFlags::UID)
+    .union(StatxFlags::GID)
+    .union(StatxFlags::INO)
+    .union(StatxFlags::MNT_ID);
+
+fn from_statx(x: rustix::fs::Statx) -> Stat {
+    let mode = u32::from(x.stx_mode);
+    Stat {
+        kind: FileKind::from_mode(mode),
+        perm: mode & 0o7777,
+        uid: x.stx_uid,
+        gid: x.stx_gid,
+        dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+        ino: x.stx_ino,
+        mnt_id: x.stx_mnt_id,
+    }
+}
+
+/// `statx(dir, name, AT_SYMLINK_NOFOLLOW)`: a symlink is described, not its target.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, WANTED)
+        .map(from_statx)
+        .map_err(io::Error::from)
+}
+
+/// `statx(fd, "", AT_EMPTY_PATH)`: the inode the descriptor holds.
+pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, WANTED)
+        .map(from_statx)
+        .map_err(io::Error::from)
+}

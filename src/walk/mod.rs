@@ -1,0 +1,173 @@
+//! A parallel, descriptor-relative, post-order walk of one volume.
+//!
+//! # Why not an existing walker
+//! `walkdir`, `ignore` and `jwalk` hand out paths. A path is resolved again by every system
+//! call that takes it, so a container that swaps a directory for a symlink between two calls
+//! redirects the second one anywhere on the host. This walker never resolves a path: each
+//! directory is opened from its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`, and each
+//! entry is changed by name inside that descriptor with `AT_SYMLINK_NOFOLLOW` semantics, or,
+//! for a directory, through the descriptor volsec opened itself.
+//!
+//! # How the work is shared
+//! The unit of work is one `getdents64` buffer of one directory (a few hundred entries).
+//! Directories waiting to be read sit on one shared LIFO stack; a worker takes the top
+//! directory, reads a buffer, puts the directory back if it has more (so another worker can
+//! read the next buffer of the same huge directory at the same time), pushes the
+//! subdirectories it found, and handles the files itself. LIFO keeps the walk close to
+//! depth-first, so what is held at any time is bounded by threads x depth x one buffer, not
+//! by the size of the tree; no thread recurses, so depth cannot overflow a stack.
+//!
+//! # Post-order
+//! Every directory counts what is still outstanding below it (its own reading, batches in
+//! flight, subdirectories not yet finished). Whoever brings that count to zero visits the
+//! directory and passes the completion up to its parent, so each directory is visited after
+//! everything in it, as kubelet does. The root is never visited here: the caller decides
+//! whether to change it from the [`Outcome`], once the whole tree below has been seen.
+//!
+//! # Mounts
+//! By default the walk stays on the root's mount: an entry whose mount id differs is a nested
+//! mount point, reported and skipped with everything under it.
+
+mod node;
+mod progress;
+mod queue;
+mod root;
+mod worker;
+
+pub use progress::{Failure, Progress, Tally};
+pub use root::{Root, RootError};
+
+use crate::sys::Stat;
+use rustix::fd::BorrowedFd;
+use std::ffi::CStr;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+/// One entry below the root, handed to a [`Visitor`].
+pub struct Entry<'a> {
+    /// The directory the entry is in.
+    pub parent: BorrowedFd<'a>,
+    /// Its name in `parent`.
+    pub name: &'a CStr,
+    /// What `statx` said of it, without following it.
+    pub stat: &'a Stat,
+    /// For a directory, the descriptor the walker opened it with; changes go through it.
+    pub fd: Option<BorrowedFd<'a>>,
+    path: EntryPath<'a>,
+}
+
+enum EntryPath<'a> {
+    Known(&'a std::path::Path),
+    Lazy(&'a dyn Fn() -> PathBuf),
+}
+
+impl<'a> Entry<'a> {
+    /// The root itself, changed through its own descriptor.
+    pub fn root(root: &'a Root) -> Entry<'a> {
+        Entry {
+            parent: root.fd(),
+            name: c".",
+            stat: root.stat(),
+            fd: Some(root.fd()),
+            path: EntryPath::Known(root.path()),
+        }
+    }
+
+    /// The entry's path, for messages. Built on demand; never used to reach the entry.
+    pub fn path(&self) -> PathBuf {
+        match self.path {
+            EntryPath::Known(p) => p.to_path_buf(),
+            EntryPath::Lazy(f) => f(),
+        }
+    }
+
+    /// Where a change to this entry must be made: its own descriptor if the walker holds
+    /// one, otherwise its name inside the parent, not followed.
+    pub fn target(&self) -> crate::sys::Target<'_> {
+        match self.fd {
+            Some(fd) => crate::sys::Target::Fd(fd),
+            None => crate::sys::Target::At(self.parent, self.name),
+        }
+    }
+}
+
+/// What a visitor did to one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visited {
+    Changed,
+    Unchanged,
+}
+
+/// A failed operation on an entry: which call, and what the kernel said.
+#[derive(Debug)]
+pub struct OpError {
+    pub op: &'static str,
+    pub err: io::Error,
+}
+
+impl OpError {
+    pub fn new(op: &'static str, err: io::Error) -> OpError {
+        OpError { op, err }
+    }
+}
+
+/// The work done on each entry. Called from several threads at once.
+pub trait Visitor: Sync {
+    fn visit(&self, entry: &Entry<'_>) -> Result<Visited, OpError>;
+}
+
+/// How to walk.
+#[derive(Debug, Clone)]
+pub struct WalkOptions {
+    /// Worker threads; 0 means one per online CPU.
+    pub threads: usize,
+    /// Descend into nested mounts instead of skipping them.
+    pub cross_mounts: bool,
+    /// How many failures to keep with their paths (all are counted).
+    pub max_errors: usize,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions {
+            threads: 0,
+            cross_mounts: false,
+            max_errors: 100,
+        }
+    }
+}
+
+impl WalkOptions {
+    pub fn effective_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// How the walk below the root ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything below the root was visited without a failure.
+    Complete,
+    /// Some entries failed; see [`Progress`].
+    Failed,
+    /// The walk was cancelled before it finished.
+    Cancelled,
+}
+
+/// Walks everything below `root`, calling `visitor` on each entry in post-order. Counts and
+/// failures go to `progress`, which others may read while the walk runs. Setting `cancel`
+/// stops the walk at the next batch.
+pub fn walk(
+    root: &Root,
+    options: &WalkOptions,
+    visitor: &dyn Visitor,
+    progress: &Progress,
+    cancel: &AtomicBool,
+) -> Outcome {
+    worker::run(root, options, visitor, progress, cancel)
+}

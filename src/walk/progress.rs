@@ -1,0 +1,179 @@
+//! Live counters of a pass, readable from other threads while it runs (the progress bar,
+//! the agent's progress stream, metrics), and the capped list of failures with their paths.
+
+use serde::Serialize;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// One entry that could not be handled.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    pub path: PathBuf,
+    /// The operation that failed (`chown`, `chmod`, `open`, `setxattr`, ...).
+    pub op: &'static str,
+    /// The errno name, e.g. `EPERM`.
+    pub errno: String,
+    /// The kernel's message, e.g. "Operation not permitted".
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(path: PathBuf, op: &'static str, err: &io::Error) -> Failure {
+        let errno = err
+            .raw_os_error()
+            .map(|n| rustix::io::Errno::from_raw_os_error(n))
+            .map_or_else(|| "EIO".to_string(), errno_name);
+        let message = err.to_string();
+        let message = message
+            .split(" (os error")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        Failure {
+            path,
+            op,
+            errno,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} failed: {} ({})",
+            self.path.display(),
+            self.op,
+            self.message,
+            self.errno
+        )
+    }
+}
+
+fn errno_name(e: rustix::io::Errno) -> String {
+    use rustix::io::Errno as E;
+    let name = match e {
+        E::PERM => "EPERM",
+        E::NOENT => "ENOENT",
+        E::IO => "EIO",
+        E::ACCESS => "EACCES",
+        E::BUSY => "EBUSY",
+        E::EXIST => "EEXIST",
+        E::NOTDIR => "ENOTDIR",
+        E::ISDIR => "EISDIR",
+        E::INVAL => "EINVAL",
+        E::MFILE => "EMFILE",
+        E::NFILE => "ENFILE",
+        E::NOSPC => "ENOSPC",
+        E::ROFS => "EROFS",
+        E::LOOP => "ELOOP",
+        E::NAMETOOLONG => "ENAMETOOLONG",
+        E::NOTSUP => "EOPNOTSUPP",
+        E::NODATA => "ENODATA",
+        E::RANGE => "ERANGE",
+        E::DQUOT => "EDQUOT",
+        E::STALE => "ESTALE",
+        E::NOMEM => "ENOMEM",
+        E::XDEV => "EXDEV",
+        E::NOSYS => "ENOSYS",
+        other => return format!("errno {}", other.raw_os_error()),
+    };
+    name.to_string()
+}
+
+/// Counters of a pass. All are monotonic while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    visited: AtomicU64,
+    changed: AtomicU64,
+    unchanged: AtomicU64,
+    failed: AtomicU64,
+    vanished: AtomicU64,
+    max_errors: AtomicU64,
+    errors: Mutex<Vec<Failure>>,
+    skipped_mounts: Mutex<Vec<PathBuf>>,
+}
+
+/// A snapshot of [`Progress`].
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Tally {
+    /// Entries examined, the root included once it is.
+    pub visited: u64,
+    /// Entries whose group, mode or label was written.
+    pub changed: u64,
+    /// Entries that were already right and were not written.
+    pub unchanged: u64,
+    /// Entries that could not be examined or changed.
+    pub failed: u64,
+    /// Entries that disappeared while the pass ran (not failures).
+    pub vanished: u64,
+    /// Nested mount points left alone.
+    pub skipped_mounts: u64,
+}
+
+impl Progress {
+    pub fn new(max_errors: usize) -> Progress {
+        let p = Progress::default();
+        p.max_errors.store(max_errors as u64, Relaxed);
+        p
+    }
+
+    pub fn tally(&self) -> Tally {
+        Tally {
+            visited: self.visited.load(Relaxed),
+            changed: self.changed.load(Relaxed),
+            unchanged: self.unchanged.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            vanished: self.vanished.load(Relaxed),
+            skipped_mounts: self.skipped_mounts.lock().expect("lock").len() as u64,
+        }
+    }
+
+    /// The failures kept with their paths (at most `max_errors`; [`Tally::failed`] counts all).
+    pub fn errors(&self) -> Vec<Failure> {
+        self.errors.lock().expect("lock").clone()
+    }
+
+    pub fn skipped_mounts(&self) -> Vec<PathBuf> {
+        self.skipped_mounts.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn visit(&self) {
+        self.visited.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record(&self, visited: super::Visited) {
+        match visited {
+            super::Visited::Changed => self.changed.fetch_add(1, Relaxed),
+            super::Visited::Unchanged => self.unchanged.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// Records a failed operation. `ENOENT` means the container removed the entry while the
+    /// pass ran: counted as vanished, not as a failure.
+    pub(crate) fn fail(&self, failure: Failure) {
+        if failure.errno == "ENOENT" {
+            self.vanished.fetch_add(1, Relaxed);
+            return;
+        }
+        self.failed.fetch_add(1, Relaxed);
+        let mut errors = self.errors.lock().expect("lock");
+        if (errors.len() as u64) < self.max_errors.load(Relaxed) {
+            errors.push(failure);
+        }
+    }
+
+    /// Records a failure of the root itself, which is never counted as vanished.
+    pub fn fail_root(&self, failure: Failure) {
+        self.failed.fetch_add(1, Relaxed);
+        self.errors.lock().expect("lock").push(failure);
+    }
+
+    pub(crate) fn skip_mount(&self, path: PathBuf) {
+        tracing::info!(path = %path.display(), "nested mount point skipped");
+        self.skipped_mounts.lock().expect("lock").push(path);
+    }
+}

@@ -1,0 +1,88 @@
+//! The shared LIFO of directories waiting to be opened or read, with the end-of-walk test:
+//! the walk is over when the stack is empty and every worker is waiting on it.
+
+use super::node::DirNode;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+pub(super) enum Task<'r> {
+    /// A subdirectory found by name, not yet opened (opening is deferred so that queued
+    /// directories hold no descriptor).
+    Open {
+        parent: Arc<DirNode<'r>>,
+        name: CString,
+    },
+    /// An open directory with entries left to read.
+    Read(Arc<DirNode<'r>>),
+}
+
+struct State<'r> {
+    tasks: Vec<Task<'r>>,
+    waiting: usize,
+    done: bool,
+}
+
+pub(super) struct Queue<'r> {
+    state: Mutex<State<'r>>,
+    ready: Condvar,
+    workers: usize,
+}
+
+impl<'r> Queue<'r> {
+    pub fn new(workers: usize, first: Task<'r>) -> Queue<'r> {
+        Queue {
+            state: Mutex::new(State {
+                tasks: vec![first],
+                waiting: 0,
+                done: false,
+            }),
+            ready: Condvar::new(),
+            workers,
+        }
+    }
+
+    pub fn push(&self, task: Task<'r>) {
+        self.state.lock().expect("lock").tasks.push(task);
+        self.ready.notify_one();
+    }
+
+    pub fn push_all(&self, tasks: impl IntoIterator<Item = Task<'r>>) {
+        let mut state = self.state.lock().expect("lock");
+        let before = state.tasks.len();
+        state.tasks.extend(tasks);
+        let added = state.tasks.len() - before;
+        drop(state);
+        match added {
+            0 => {}
+            1 => self.ready.notify_one(),
+            _ => self.ready.notify_all(),
+        }
+    }
+
+    /// The next task, or `None` when the walk is over or cancelled.
+    pub fn pop(&self, cancel: &AtomicBool) -> Option<Task<'r>> {
+        let mut state = self.state.lock().expect("lock");
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                state.done = true;
+                state.tasks.clear();
+                self.ready.notify_all();
+            }
+            if state.done {
+                return None;
+            }
+            if let Some(task) = state.tasks.pop() {
+                return Some(task);
+            }
+            state.waiting += 1;
+            if state.waiting == self.workers {
+                state.done = true;
+                self.ready.notify_all();
+                return None;
+            }
+            state = self.ready.wait(state).expect("lock");
+            state.waiting -= 1;
+        }
+    }
+}

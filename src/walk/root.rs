@@ -1,0 +1,71 @@
+//! The root of a volume: opened once, without following a symlink at any component.
+
+use crate::sys::{self, Stat};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a root was refused. Each message is one sentence naming the path and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error("{0}: no such directory")]
+    Missing(PathBuf),
+    #[error("{0}: not a directory (a volume root must be a directory)")]
+    NotADirectory(PathBuf),
+    #[error("{0}: a symlink is on the path, and volsec never follows one (give the resolved path)")]
+    Symlink(PathBuf),
+    #[error("{path}: cannot open: {err}")]
+    Open { path: PathBuf, err: io::Error },
+}
+
+/// An open volume root.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+    stat: Stat,
+}
+
+impl Root {
+    /// Opens `path` as a directory, refusing a symlink at any component.
+    pub fn open(path: &Path) -> Result<Root, RootError> {
+        let fd = sys::open_root(path).map_err(|err| classify(path, err))?;
+        let stat = sys::stat_fd(fd.as_fd()).map_err(|err| RootError::Open {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        Ok(Root {
+            path: path.to_path_buf(),
+            fd,
+            stat,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The root as it was when opened.
+    pub fn stat(&self) -> &Stat {
+        &self.stat
+    }
+
+    /// Reads the root's attributes again (after the pass changed them).
+    pub fn restat(&self) -> io::Result<Stat> {
+        sys::stat_fd(self.fd())
+    }
+}
+
+fn classify(path: &Path, err: io::Error) -> RootError {
+    let path = path.to_path_buf();
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => RootError::Missing(path),
+        Some(libc::ENOTDIR) => RootError::NotADirectory(path),
+        Some(libc::ELOOP) => RootError::Symlink(path),
+        _ => RootError::Open { path, err },
+    }
+}
