@@ -82,11 +82,23 @@ impl DecideError {
 pub fn decide(inputs: &Inputs, node: &NodeFacts) -> Result<Plan, DecideError> {
     let vol = volume::resolve(inputs.pod, inputs.volume, inputs.pv)?;
     let driver = csi_driver(inputs, &vol)?;
-    let pod_sc = inputs.pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let pod_sc = inputs
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref());
     let containers = containers(inputs, pod_sc, node);
     let mut warnings = Vec::new();
     let ownership = ownership(pod_sc, &vol, driver, node, &mut warnings)?;
-    let selinux = selinux(inputs, pod_sc, &vol, driver, node, &containers, &mut warnings)?;
+    let selinux = selinux(
+        inputs,
+        pod_sc,
+        &vol,
+        driver,
+        node,
+        &containers,
+        &mut warnings,
+    )?;
     let mut plan = Plan {
         pod: pod_name(inputs.pod),
         volume: vol.info,
@@ -109,7 +121,10 @@ fn pod_name(pod: &Pod) -> String {
 }
 
 /// The CSIDriver object, checked against the volume's driver.
-fn csi_driver<'a>(inputs: &Inputs<'a>, vol: &Resolved) -> Result<Option<&'a CSIDriver>, DecideError> {
+fn csi_driver<'a>(
+    inputs: &Inputs<'a>,
+    vol: &Resolved,
+) -> Result<Option<&'a CSIDriver>, DecideError> {
     let (Some(d), Plugin::Csi { driver }) = (inputs.csi_driver, &vol.plugin) else {
         return Ok(None);
     };
@@ -129,8 +144,17 @@ fn all_containers(pod: &Pod) -> Vec<(ContainerKind, Container)> {
         return Vec::new();
     };
     let mut out: Vec<(ContainerKind, Container)> = Vec::new();
-    out.extend(spec.init_containers.iter().flatten().map(|c| (ContainerKind::Init, c.clone())));
-    out.extend(spec.containers.iter().map(|c| (ContainerKind::Container, c.clone())));
+    out.extend(
+        spec.init_containers
+            .iter()
+            .flatten()
+            .map(|c| (ContainerKind::Init, c.clone())),
+    );
+    out.extend(
+        spec.containers
+            .iter()
+            .map(|c| (ContainerKind::Container, c.clone())),
+    );
     for e in spec.ephemeral_containers.iter().flatten() {
         // An ephemeral container has the fields kubelet reads here under the same names.
         let c = Container {
@@ -144,7 +168,11 @@ fn all_containers(pod: &Pod) -> Vec<(ContainerKind, Container)> {
     out
 }
 
-fn containers(inputs: &Inputs, pod_sc: Option<&PodSecurityContext>, node: &NodeFacts) -> Vec<ContainerIdentity> {
+fn containers(
+    inputs: &Inputs,
+    pod_sc: Option<&PodSecurityContext>,
+    node: &NodeFacts,
+) -> Vec<ContainerIdentity> {
     all_containers(inputs.pod)
         .iter()
         .map(|(kind, c)| {
@@ -172,7 +200,8 @@ fn ownership(
 ) -> Result<OwnershipPlan, DecideError> {
     let Some(fs_group) = pod_sc.and_then(|s| s.fs_group) else {
         return Ok(OwnershipPlan::none(
-            "the pod sets no spec.securityContext.fsGroup: kubelet leaves groups and modes alone".into(),
+            "the pod sets no spec.securityContext.fsGroup: kubelet leaves groups and modes alone"
+                .into(),
         ));
     };
     let fs_group = u32::try_from(fs_group).map_err(|_| {
@@ -264,36 +293,66 @@ fn csi_ownership(
     let set = driver.and_then(|d| d.spec.fs_group_policy.as_deref());
     let policy_name = set.unwrap_or("ReadWriteOnceWithFSType");
     let from = match (driver, set) {
-        (None, _) => "no CSIDriver given, so the default fsGroupPolicy ReadWriteOnceWithFSType".to_string(),
-        (Some(_), None) => "the CSIDriver sets no fsGroupPolicy, so the default ReadWriteOnceWithFSType".to_string(),
+        (None, _) => {
+            "no CSIDriver given, so the default fsGroupPolicy ReadWriteOnceWithFSType".to_string()
+        }
+        (Some(_), None) => {
+            "the CSIDriver sets no fsGroupPolicy, so the default ReadWriteOnceWithFSType"
+                .to_string()
+        }
         (Some(_), Some(p)) => format!("the CSIDriver's fsGroupPolicy {p}"),
     };
     let ro = vol.info.read_only;
-    let no = |why: String| OwnershipPlan::unsupported(fs_group, format!("{probe}; {why}: fsGroup {fs_group} is not applied"));
-    let yes = |why: String| OwnershipPlan::recursive(fs_group, policy, ro, walk_reason(&format!("{probe}; {why}"), fs_group, policy));
+    let no = |why: String| {
+        OwnershipPlan::unsupported(
+            fs_group,
+            format!("{probe}; {why}: fsGroup {fs_group} is not applied"),
+        )
+    };
+    let yes = |why: String| {
+        OwnershipPlan::recursive(
+            fs_group,
+            policy,
+            ro,
+            walk_reason(&format!("{probe}; {why}"), fs_group, policy),
+        )
+    };
     match policy_name {
         "None" => no(format!("{from} means kubelet never changes ownership")),
-        _ if ro => no(format!("the volume is mounted read-only, which {from} does not change")),
-        "File" => yes(format!("{from} applies fsGroup whatever the fsType and access modes")),
-        _ if vol.info.fs_type.is_empty() => no(format!("{from} needs an fsType and the volume has none")),
-        _ if vol.pv.is_none() => yes(format!("{from} applies to an inline CSI volume, which is always mounted ReadWriteOnce")),
-        _ => match &vol.info.access_modes {
-            None => no(format!("{from} needs access modes and the PersistentVolume sets none")),
-            Some(modes) if modes.iter().any(|m| m == "ReadWriteOnce") => {
-                yes(format!("{from} applies to a ReadWriteOnce volume with fsType {}", vol.info.fs_type))
-            }
-            Some(modes) if modes.iter().any(|m| m == "ReadWriteOncePod") => {
-                if node.gates.version.at_least(32) {
-                    yes(format!("{from} applies to a ReadWriteOncePod volume with fsType {} (since 1.32)", vol.info.fs_type))
-                } else {
-                    no(format!("{from} counts only ReadWriteOnce before 1.32, and the volume is ReadWriteOncePod on {}", node.gates.version))
+        _ if ro => no(format!(
+            "the volume is mounted read-only, which {from} does not change"
+        )),
+        "File" => yes(format!(
+            "{from} applies fsGroup whatever the fsType and access modes"
+        )),
+        _ if vol.info.fs_type.is_empty() => {
+            no(format!("{from} needs an fsType and the volume has none"))
+        }
+        _ if vol.pv.is_none() => yes(format!(
+            "{from} applies to an inline CSI volume, which is always mounted ReadWriteOnce"
+        )),
+        _ => {
+            match &vol.info.access_modes {
+                None => no(format!(
+                    "{from} needs access modes and the PersistentVolume sets none"
+                )),
+                Some(modes) if modes.iter().any(|m| m == "ReadWriteOnce") => yes(format!(
+                    "{from} applies to a ReadWriteOnce volume with fsType {}",
+                    vol.info.fs_type
+                )),
+                Some(modes) if modes.iter().any(|m| m == "ReadWriteOncePod") => {
+                    if node.gates.version.at_least(32) {
+                        yes(format!("{from} applies to a ReadWriteOncePod volume with fsType {} (since 1.32)", vol.info.fs_type))
+                    } else {
+                        no(format!("{from} counts only ReadWriteOnce before 1.32, and the volume is ReadWriteOncePod on {}", node.gates.version))
+                    }
                 }
+                Some(modes) => no(format!(
+                    "{from} needs ReadWriteOnce or ReadWriteOncePod, and the access modes are [{}]",
+                    modes.join(", ")
+                )),
             }
-            Some(modes) => no(format!(
-                "{from} needs ReadWriteOnce or ReadWriteOncePod, and the access modes are [{}]",
-                modes.join(", ")
-            )),
-        },
+        }
     }
 }
 
@@ -327,23 +386,45 @@ fn sel_options(o: &k8s_openapi::api::core::v1::SELinuxOptions) -> sel::SeLinuxOp
 
 /// The label each container that mounts the volume asks for: its own seLinuxOptions, else
 /// the pod's (kubelet's effective security context).
-fn wishes(inputs: &Inputs, pod_sc: Option<&PodSecurityContext>, node: &NodeFacts) -> Result<Vec<Wish>, DecideError> {
+fn wishes(
+    inputs: &Inputs,
+    pod_sc: Option<&PodSecurityContext>,
+    node: &NodeFacts,
+) -> Result<Vec<Wish>, DecideError> {
     let mut out = Vec::new();
     for (kind, c) in all_containers(inputs.pod) {
-        if !c.volume_mounts.iter().flatten().any(|m| m.name == inputs.volume) {
+        if !c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == inputs.volume)
+        {
             continue;
         }
         let sc = c.security_context.as_ref();
         let (opts, field) = match sc.and_then(|s| s.se_linux_options.as_ref()) {
-            Some(o) => (Some(o), format!("the securityContext.seLinuxOptions of {kind:?} container {:?}", c.name)),
-            None => (pod_sc.and_then(|p| p.se_linux_options.as_ref()), "spec.securityContext.seLinuxOptions".to_string()),
+            Some(o) => (
+                Some(o),
+                format!(
+                    "the securityContext.seLinuxOptions of {kind:?} container {:?}",
+                    c.name
+                ),
+            ),
+            None => (
+                pod_sc.and_then(|p| p.se_linux_options.as_ref()),
+                "spec.securityContext.seLinuxOptions".to_string(),
+            ),
         };
         let label = match opts.map(sel_options) {
             None => Wanted::Nothing,
             Some(o) if o.level.is_none() => Wanted::NoLevel,
-            Some(o) => Wanted::Label(sel::file_label(&o, &node.container_file_defaults).map_err(|e| {
-                DecideError::pod(format!("field {field}: {e}; expected a level such as s0:c123,c456"))
-            })?),
+            Some(o) => Wanted::Label(sel::file_label(&o, &node.container_file_defaults).map_err(
+                |e| {
+                    DecideError::pod(format!(
+                        "field {field}: {e}; expected a level such as s0:c123,c456"
+                    ))
+                },
+            )?),
         };
         out.push(Wish {
             container: c.name.clone(),
@@ -378,7 +459,9 @@ fn selinux(
         )));
     }
     if wishes.is_empty() {
-        return Ok(SeLinuxPlan::none(format!("no container mounts volume {name:?}: nothing is labeled")));
+        return Ok(SeLinuxPlan::none(format!(
+            "no container mounts volume {name:?}: nothing is labeled"
+        )));
     }
     if let Some(w) = wishes.iter().find(|w| matches!(w.label, Wanted::NoLevel)) {
         return Ok(SeLinuxPlan::none(format!(
@@ -501,7 +584,11 @@ fn mount_blocker(
     if gates.enabled(Gate::SELinuxMount) {
         return Ok(None);
     }
-    let modes = pv.spec.as_ref().and_then(|s| s.access_modes.clone()).unwrap_or_default();
+    let modes = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.access_modes.clone())
+        .unwrap_or_default();
     if modes != ["ReadWriteOncePod"] {
         return Ok(Some(format!(
             "the PersistentVolume's access modes [{}] are not exactly [ReadWriteOncePod] and {}",

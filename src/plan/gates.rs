@@ -164,7 +164,9 @@ pub enum GateError {
     Syntax(String),
     #[error("--feature-gates: unknown feature gate {name:?}; volsec knows {known}")]
     Unknown { name: String, known: String },
-    #[error("--feature-gates: {name} does not exist in Kubernetes {version}; it appeared in 1.{from}")]
+    #[error(
+        "--feature-gates: {name} does not exist in Kubernetes {version}; it appeared in 1.{from}"
+    )]
     NotYet {
         name: &'static str,
         version: KubeVersion,
@@ -292,7 +294,11 @@ mod tests {
         let e = FeatureGates::with_overrides(v(36), "SELinuxMount=yes").unwrap_err();
         assert!(matches!(e, GateError::Syntax(_)));
         let e = FeatureGates::with_overrides(v(36), "SELinuxMagic=true").unwrap_err();
-        assert!(e.to_string().contains("unknown feature gate \"SELinuxMagic\""), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unknown feature gate \"SELinuxMagic\""),
+            "{e}"
+        );
         let e = FeatureGates::with_overrides(v(29), "SELinuxMount=true").unwrap_err();
         assert!(e.to_string().contains("appeared in 1.30"), "{e}");
         let e = FeatureGates::with_overrides(v(36), "SELinuxChangePolicy=false").unwrap_err();

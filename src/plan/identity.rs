@@ -139,7 +139,11 @@ pub(crate) fn identity(i: &IdentityInputs) -> ContainerIdentity {
         && i.pod.and_then(|p| p.supplemental_groups_policy.as_deref()) == Some("Strict");
     let mut groups: Vec<i64> = gid.into_iter().collect();
     groups.extend(i.pod.and_then(|p| p.fs_group));
-    groups.extend(i.pod.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default());
+    groups.extend(
+        i.pod
+            .and_then(|p| p.supplemental_groups.clone())
+            .unwrap_or_default(),
+    );
     if !strict {
         if let (Some(img), Some(user)) = (i.image, image_user) {
             groups.extend(img.groups_of(&user.name));

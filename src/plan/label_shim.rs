@@ -22,7 +22,10 @@ pub fn file_label(options: &SeLinuxOptions, defaults: &Context) -> Result<Contex
     let d = defaults.to_string();
     let parts: Vec<&str> = d.splitn(4, ':').collect();
     let user = options.user.as_deref().unwrap_or(parts[0]);
-    let level = options.level.as_deref().unwrap_or(parts.get(3).copied().unwrap_or("s0"));
+    let level = options
+        .level
+        .as_deref()
+        .unwrap_or(parts.get(3).copied().unwrap_or("s0"));
     if !level.starts_with('s') {
         return Err(LabelError(level.to_string()));
     }

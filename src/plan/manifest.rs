@@ -79,7 +79,13 @@ impl Doc {
     }
 
     fn name(&self) -> Option<String> {
-        Some(self.value.get("metadata")?.get("name")?.as_str()?.to_string())
+        Some(
+            self.value
+                .get("metadata")?
+                .get("name")?
+                .as_str()?
+                .to_string(),
+        )
     }
 
     /// Deserializes into `T`. A document of its own is read again from the text so that
@@ -171,7 +177,9 @@ mod tests {
 
     #[test]
     fn one_pod_among_other_kinds() {
-        let text = format!("apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: pv\nspec: {{}}\n---\n{POD}");
+        let text = format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: pv\nspec: {{}}\n---\n{POD}"
+        );
         let pod: Pod = parse("f.yaml", &text).unwrap();
         assert_eq!(pod.metadata.name.as_deref(), Some("p"));
         let pv: PersistentVolume = parse("f.yaml", &text).unwrap();
@@ -187,19 +195,36 @@ mod tests {
 
     #[test]
     fn errors_name_file_field_and_expectation() {
-        let e = parse::<Pod>("bad.yaml", "kind: Pod\nspec: [\n").unwrap_err().0;
-        assert!(e.starts_with("bad.yaml: malformed YAML") && e.contains("line"), "{e}");
+        let e = parse::<Pod>("bad.yaml", "kind: Pod\nspec: [\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.starts_with("bad.yaml: malformed YAML") && e.contains("line"),
+            "{e}"
+        );
         let e = parse::<Pod>("pv.yaml", "apiVersion: v1\nkind: PersistentVolume\n")
             .unwrap_err()
             .0;
-        assert!(e.contains("field kind: expected a Pod, found PersistentVolume"), "{e}");
+        assert!(
+            e.contains("field kind: expected a Pod, found PersistentVolume"),
+            "{e}"
+        );
         let e = parse::<Pod>("p.yaml", "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: c\n    securityContext:\n      runAsUser: many\n")
             .unwrap_err()
             .0;
-        assert!(e.contains("p.yaml: document 1: not a valid Pod") && e.contains("runAsUser") && e.contains("line 7"), "{e}");
-        let e = parse::<Pod>("p.yaml", "apiVersion: v2\nkind: Pod\n").unwrap_err().0;
+        assert!(
+            e.contains("p.yaml: document 1: not a valid Pod")
+                && e.contains("runAsUser")
+                && e.contains("line 7"),
+            "{e}"
+        );
+        let e = parse::<Pod>("p.yaml", "apiVersion: v2\nkind: Pod\n")
+            .unwrap_err()
+            .0;
         assert!(e.contains("field apiVersion: expected \"v1\""), "{e}");
-        let e = parse::<Pod>("p.yaml", &format!("{POD}---\n{POD}")).unwrap_err().0;
+        let e = parse::<Pod>("p.yaml", &format!("{POD}---\n{POD}"))
+            .unwrap_err()
+            .0;
         assert!(e.contains("holds 2 Pod objects"), "{e}");
         let e = parse::<Pod>("e.yaml", "").unwrap_err().0;
         assert!(e.contains("no document"), "{e}");

@@ -13,7 +13,9 @@ use serde::Serialize;
 /// The volume plugin kubelet picks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Plugin {
-    Csi { driver: String },
+    Csi {
+        driver: String,
+    },
     EmptyDir,
     /// secret, configMap, downwardAPI, projected: written by kubelet's atomic writer.
     AtomicWriter(&'static str),
