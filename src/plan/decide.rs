@@ -87,7 +87,7 @@ pub fn decide(inputs: &Inputs, node: &NodeFacts) -> Result<Plan, DecideError> {
         .spec
         .as_ref()
         .and_then(|s| s.security_context.as_ref());
-    let containers = containers(inputs, pod_sc, node);
+    let containers = identities(inputs.pod, inputs.volume, node);
     let mut warnings = Vec::new();
     let ownership = ownership(pod_sc, &vol, driver, node, &mut warnings)?;
     let selinux = selinux(
@@ -168,19 +168,18 @@ fn all_containers(pod: &Pod) -> Vec<(ContainerKind, Container)> {
     out
 }
 
-fn containers(
-    inputs: &Inputs,
-    pod_sc: Option<&PodSecurityContext>,
-    node: &NodeFacts,
-) -> Vec<ContainerIdentity> {
-    all_containers(inputs.pod)
+/// The identity of every container of `pod` (init, regular, ephemeral), and whether it
+/// mounts `volume`.
+pub fn identities(pod: &Pod, volume: &str, node: &NodeFacts) -> Vec<ContainerIdentity> {
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    all_containers(pod)
         .iter()
         .map(|(kind, c)| {
             identity::identity(&IdentityInputs {
                 container: c,
                 kind: *kind,
                 pod: pod_sc,
-                volume: inputs.volume,
+                volume,
                 strict_allowed: node.gates.enabled(Gate::SupplementalGroupsPolicy),
                 image: node.image.as_ref(),
             })
@@ -521,7 +520,15 @@ fn selinux(
             Ok(SeLinuxPlan::mount_option(
                 label.clone(),
                 option.clone(),
-                format!("{}, the volume is a PersistentVolume that qualifies, and every container that mounts it asks for {label}: kubelet mounts it with {option}, so no file is relabeled", mount_support(vol)),
+                format!(
+                    "SELinux is enabled, {}, {}, and every container that mounts the volume asks for the same label: kubelet mounts it with {option}, so no file is relabeled",
+                    mount_support(vol),
+                    if node.gates.enabled(Gate::SELinuxMount) {
+                        "SELinuxMount is on"
+                    } else {
+                        "the PersistentVolume's only access mode is ReadWriteOncePod"
+                    }
+                ),
             ))
         }
         Some(why) => Ok(SeLinuxPlan::relabel(

@@ -67,6 +67,34 @@ impl ImageAccounts {
         ImageAccounts { users, groups }
     }
 
+    /// Reads `etc/passwd` and `etc/group` of an unpacked image at `root`. Paths resolve as
+    /// inside the container (`RESOLVE_IN_ROOT`): a symlink in the image cannot lead to the
+    /// host's files. A missing file means no entries, as for the runtime.
+    pub fn read(root: &std::path::Path) -> std::io::Result<ImageAccounts> {
+        let root_fd = rustix::fs::open(
+            root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        let read = |name: &str| -> std::io::Result<String> {
+            match rustix::fs::openat2(
+                &root_fd,
+                name,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+                rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(fd) => std::io::read_to_string(std::fs::File::from(fd)),
+                Err(rustix::io::Errno::NOENT) => Ok(String::new()),
+                Err(e) => Err(e.into()),
+            }
+        };
+        Ok(ImageAccounts::parse(
+            &read("etc/passwd")?,
+            &read("etc/group")?,
+        ))
+    }
+
     fn user(&self, uid: i64) -> Option<&User> {
         self.users.iter().find(|u| u.uid == uid)
     }

@@ -19,6 +19,7 @@ pub mod manifest;
 mod model;
 mod volume;
 
-pub use decide::{decide, DecideError, Input, Inputs, NodeFacts};
+pub use decide::{decide, identities, DecideError, Input, Inputs, NodeFacts};
+pub use label_shim::container_file_defaults;
 pub use model::{OwnershipAction, OwnershipPlan, Plan, SeLinuxAction, SeLinuxPlan};
 pub use volume::VolumeInfo;

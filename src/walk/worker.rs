@@ -84,7 +84,8 @@ impl<'r> Walk<'_, 'r> {
             Ok((fd, stat)) => {
                 self.progress.visit();
                 if !self.on_root_mount(&stat) {
-                    self.progress.skip_mount(parent.path_of(self.root_path, Some(&name)));
+                    self.progress
+                        .skip_mount(parent.path_of(self.root_path, Some(&name)));
                     return None;
                 }
                 Some(DirNode::child(parent.clone(), name, fd, stat))
@@ -170,7 +171,9 @@ impl<'r> Walk<'_, 'r> {
         }
         self.progress.visit();
         if !self.on_root_mount(&stat) {
-            return self.progress.skip_mount(node.path_of(self.root_path, Some(name)));
+            return self
+                .progress
+                .skip_mount(node.path_of(self.root_path, Some(name)));
         }
         let path = || node.path_of(self.root_path, Some(name));
         let entry = Entry {
