@@ -162,7 +162,9 @@ pub(crate) fn identity(i: &IdentityInputs) -> ContainerIdentity {
         .and_then(|s| s.run_as_group)
         .or_else(|| i.pod.and_then(|p| p.run_as_group))
         .or_else(|| image_user.map(|u| u.gid))
-        .or_else(|| i.image.is_some().then_some(0));
+        // A uid the image does not list runs with gid 0; an unknown uid (the image's USER)
+        // leaves the gid unknown too.
+        .or_else(|| (i.image.is_some() && uid.is_some()).then_some(0));
     let strict = i.strict_allowed
         && i.pod.and_then(|p| p.supplemental_groups_policy.as_deref()) == Some("Strict");
     let mut groups: Vec<i64> = gid.into_iter().collect();
