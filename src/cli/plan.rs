@@ -122,7 +122,7 @@ pub fn apply(args: &PodArgs, path: &Path, run: &RunArgs) -> u8 {
         Ok(plan) => plan,
         Err(e) => return super::apply::refuse(&e),
     };
-    if run.output == Format::Text && !run.quiet {
+    if run.output == Format::Text {
         print_text(&plan);
         println!();
     }
