@@ -94,7 +94,12 @@ impl RunArgs {
 }
 
 pub fn run(args: Args) -> u8 {
-    let label = match args.selinux_context.as_deref().map(Context::parse).transpose() {
+    let label = match args
+        .selinux_context
+        .as_deref()
+        .map(Context::parse)
+        .transpose()
+    {
         Ok(label) => label,
         Err(e) => return refuse(&e),
     };

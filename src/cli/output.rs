@@ -76,8 +76,16 @@ fn print_summary(r: &Report) {
         (None, Some(l)) => format!("label {l}"),
         (None, None) => String::new(),
     };
-    let dry = if r.dry_run { " (dry run: nothing written)" } else { "" };
-    println!("{}: {what}, policy {}{dry}", r.path.display(), r.change_policy);
+    let dry = if r.dry_run {
+        " (dry run: nothing written)"
+    } else {
+        ""
+    };
+    println!(
+        "{}: {what}, policy {}{dry}",
+        r.path.display(),
+        r.change_policy
+    );
     if let Some(reason) = r.skipped_reason {
         println!("  skipped: {}", skip_text(reason));
     }
@@ -97,13 +105,19 @@ fn print_summary(r: &Report) {
         println!("  labels: the filesystem cannot store SELinux labels; relabel not needed");
     }
     for m in &r.nested_mounts {
-        println!("  nested mount skipped: {} (use --cross-mounts to enter)", m.display());
+        println!(
+            "  nested mount skipped: {} (use --cross-mounts to enter)",
+            m.display()
+        );
     }
     for e in &r.errors {
         println!("  error: {e}");
     }
     if t.failed > r.errors.len() as u64 {
-        println!("  ... and {} more failures", t.failed - r.errors.len() as u64);
+        println!(
+            "  ... and {} more failures",
+            t.failed - r.errors.len() as u64
+        );
     }
     if t.failed > 0 || r.outcome == "cancelled" {
         println!("  the root was left unchanged, so the next OnRootMismatch pass walks again");

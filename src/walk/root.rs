@@ -12,7 +12,9 @@ pub enum RootError {
     Missing(PathBuf),
     #[error("{0}: not a directory (a volume root must be a directory)")]
     NotADirectory(PathBuf),
-    #[error("{0}: a symlink is on the path, and volsec never follows one (give the resolved path)")]
+    #[error(
+        "{0}: a symlink is on the path, and volsec never follows one (give the resolved path)"
+    )]
     Symlink(PathBuf),
     #[error("{path}: cannot open: {err}")]
     Open { path: PathBuf, err: io::Error },
