@@ -9,7 +9,7 @@
 //!
 //! Names follow the MCS/MLS convention of the targeted and mls policies: sensitivities
 //! `s0`..`s15`, categories `c0`..`c1023`. With a policy loaded the kernel has the last word
-//! (see `resolve_label`); without one, this module is the check.
+//! (see [`super::resolve_label`]); without one, this module is the check.
 
 use std::collections::BTreeSet;
 use std::fmt;

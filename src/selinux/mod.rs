@@ -6,6 +6,7 @@
 
 mod context;
 mod label;
+mod node;
 mod refused;
 
 pub use context::{Context, Level, MlsRange, ParseContextError, CATEGORY_MAX, SENSITIVITY_MAX};
@@ -17,3 +18,7 @@ pub use refused::refused_root;
 
 /// The extended attribute that holds a file's SELinux label.
 pub const XATTR: &std::ffi::CStr = c"security.selinux";
+pub use node::{
+    canonicalize, mount_has_seclabel, mounts, parse_mountinfo, resolve_label, selinux_enabled,
+    selinuxfs_mount, MountInfo, NodeError,
+};
