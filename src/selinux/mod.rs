@@ -14,7 +14,9 @@ pub use label::{
     container_file_defaults, container_file_defaults_under, file_label, file_label_in_contexts,
     mount_option, LabelError, SeLinuxOptions, CONTAINERS_CONTEXTS, FALLBACK_FILE_LABEL,
 };
-pub use refused::refused_root;
+pub use refused::{
+    home_in_passwd, refused_among, refused_places, refused_root, Refused, SYSTEM_DIRECTORIES,
+};
 
 /// The extended attribute that holds a file's SELinux label.
 pub const XATTR: &std::ffi::CStr = c"security.selinux";
