@@ -44,8 +44,10 @@ pub struct Level {
 
 /// Why a context (or a level or range) is malformed; the message names the offending part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid SELinux context {input:?}: {reason}")]
+#[error("invalid SELinux {what} {input:?}: {reason}")]
 pub struct ParseContextError {
+    /// What was being parsed: "context", "range" or "level".
+    pub what: &'static str,
     /// The whole text given.
     pub input: String,
     /// What is wrong with which part.
@@ -53,8 +55,9 @@ pub struct ParseContextError {
 }
 
 impl ParseContextError {
-    fn new(input: &str, reason: impl Into<String>) -> ParseContextError {
+    fn new(what: &'static str, input: &str, reason: impl Into<String>) -> ParseContextError {
         ParseContextError {
+            what,
             input: input.to_string(),
             reason: reason.into(),
         }
@@ -67,7 +70,8 @@ impl Context {
         let mut parts = s.splitn(4, ':');
         let mut field = |what: &str| -> Result<String, ParseContextError> {
             let part = parts.next().unwrap_or("");
-            check_identifier(what, part).map_err(|reason| ParseContextError::new(s, reason))?;
+            check_identifier(what, part)
+                .map_err(|reason| ParseContextError::new("context", s, reason))?;
             Ok(part.to_string())
         };
         let user = field("user")?;
@@ -75,7 +79,10 @@ impl Context {
         let type_ = field("type")?;
         let range = parts
             .next()
-            .map(|r| MlsRange::parse_part(r).map_err(|reason| ParseContextError::new(s, reason)))
+            .map(|r| {
+                MlsRange::parse_part(r)
+                    .map_err(|reason| ParseContextError::new("context", s, reason))
+            })
             .transpose()?;
         Ok(Context {
             user,
@@ -94,7 +101,8 @@ impl Context {
     ) -> Result<Context, ParseContextError> {
         let text = format!("{user}:{role}:{type_}");
         for (what, part) in [("user", user), ("role", role), ("type", type_)] {
-            check_identifier(what, part).map_err(|reason| ParseContextError::new(&text, reason))?;
+            check_identifier(what, part)
+                .map_err(|reason| ParseContextError::new("context", &text, reason))?;
         }
         Ok(Context {
             user: user.to_string(),
@@ -123,7 +131,8 @@ impl Context {
 
     /// The same context with another user.
     pub fn with_user(mut self, user: &str) -> Result<Context, ParseContextError> {
-        check_identifier("user", user).map_err(|reason| ParseContextError::new(user, reason))?;
+        check_identifier("user", user)
+            .map_err(|reason| ParseContextError::new("user", user, reason))?;
         self.user = user.to_string();
         Ok(self)
     }
@@ -138,7 +147,7 @@ impl Context {
 impl MlsRange {
     /// Parses `level[-level]`, e.g. `s0`, `s0:c1,c2`, `s0-s0:c0.c1023`.
     pub fn parse(s: &str) -> Result<MlsRange, ParseContextError> {
-        MlsRange::parse_part(s).map_err(|reason| ParseContextError::new(s, reason))
+        MlsRange::parse_part(s).map_err(|reason| ParseContextError::new("range", s, reason))
     }
 
     fn parse_part(s: &str) -> Result<MlsRange, String> {
@@ -182,7 +191,7 @@ impl MlsRange {
 impl Level {
     /// Parses `sN[:cats]`.
     pub fn parse(s: &str) -> Result<Level, ParseContextError> {
-        Level::parse_part(s, "level").map_err(|reason| ParseContextError::new(s, reason))
+        Level::parse_part(s, "level").map_err(|reason| ParseContextError::new("level", s, reason))
     }
 
     fn parse_part(s: &str, what: &str) -> Result<Level, String> {
@@ -217,12 +226,14 @@ impl Level {
         let text = level.to_string();
         if sensitivity > SENSITIVITY_MAX {
             return Err(ParseContextError::new(
+                "level",
                 &text,
                 format!("sensitivity s{sensitivity} is above s{SENSITIVITY_MAX}"),
             ));
         }
         if let Some(c) = level.categories.iter().find(|&&c| c > CATEGORY_MAX) {
             return Err(ParseContextError::new(
+                "level",
                 &text,
                 format!("category c{c} is above c{CATEGORY_MAX}"),
             ));
