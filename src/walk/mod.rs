@@ -53,8 +53,10 @@ pub struct Entry<'a> {
     pub parent: BorrowedFd<'a>,
     /// Its name in `parent`.
     pub name: &'a CStr,
-    /// What `statx` said of it, without following it.
-    pub stat: &'a Stat,
+    /// What `statx` said of it, without following it. `None` only for a non-directory
+    /// whose `d_type` was known, when the visitor said it needs no attributes
+    /// ([`Visitor::needs_stat`]).
+    pub stat: Option<&'a Stat>,
     /// For a directory, the descriptor the walker opened it with; changes go through it.
     pub fd: Option<BorrowedFd<'a>>,
     path: EntryPath<'a>,
@@ -71,7 +73,7 @@ impl<'a> Entry<'a> {
         Entry {
             parent: root.fd(),
             name: c".",
-            stat: root.stat(),
+            stat: Some(root.stat()),
             fd: Some(root.fd()),
             path: EntryPath::Known(root.path()),
         }
@@ -118,6 +120,15 @@ impl OpError {
 /// The work done on each entry. Called from several threads at once.
 pub trait Visitor: Sync {
     fn visit(&self, entry: &Entry<'_>) -> Result<Visited, OpError>;
+
+    /// Whether every entry must be `statx`ed. A visitor that only reads and writes by name
+    /// (a relabel) says `false`, and non-directories whose `d_type` is known are then
+    /// visited without a `statx`: a third fewer system calls. Directories are always
+    /// opened and `statx`ed, so nested mount points are still found; a single file
+    /// bind-mounted over a name inside the volume is then not.
+    fn needs_stat(&self) -> bool {
+        true
+    }
 }
 
 /// How to walk.

@@ -88,7 +88,7 @@ impl<'r> Walk<'_, 'r> {
             // Listed as a directory, but something else is there now (the container swapped
             // it): handle what is there, without opening it.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
-                self.other(parent, &name, false);
+                self.other(parent, &name, EntryType::Unknown, false);
                 return None;
             }
             Err(e) => {
@@ -106,7 +106,7 @@ impl<'r> Walk<'_, 'r> {
         self.apply(&Entry {
             parent: parent.fd(),
             name: &path.name,
-            stat: &stat,
+            stat: Some(&stat),
             fd: Some(fd.as_fd()),
             path: EntryPath::Lazy(&message_path),
         });
@@ -146,21 +146,25 @@ impl<'r> Walk<'_, 'r> {
             if self.cancelled() {
                 return;
             }
-            self.other(dir, entry.name, true);
+            self.other(dir, entry.name, entry.kind, true);
         }
     }
 
     /// Visits an entry that is not (or, for `d_type` unknown, may not be) a directory.
-    fn other(&self, dir: &Arc<Dir<'r>>, name: &CStr, may_open: bool) {
-        let stat = match sys::stat_at(dir.fd(), name) {
-            Ok(stat) => stat,
-            Err(e) => return self.fail(dir, Some(name), "stat", &e),
+    fn other(&self, dir: &Arc<Dir<'r>>, name: &CStr, kind: EntryType, may_open: bool) {
+        let stat = if kind == EntryType::Unknown || self.visitor.needs_stat() {
+            match sys::stat_at(dir.fd(), name) {
+                Ok(stat) => Some(stat),
+                Err(e) => return self.fail(dir, Some(name), "stat", &e),
+            }
+        } else {
+            None
         };
-        if stat.is_dir() {
+        if stat.is_some_and(|s| s.is_dir()) {
             return self.reopen(dir, name, may_open);
         }
         self.progress.visit();
-        if !self.on_root_mount(&stat) {
+        if stat.is_some_and(|s| !self.on_root_mount(&s)) {
             let path = dir.path.path_of(self.root_path, Some(name));
             return self.progress.skip_mount(path);
         }
@@ -168,7 +172,7 @@ impl<'r> Walk<'_, 'r> {
         self.apply(&Entry {
             parent: dir.fd(),
             name,
-            stat: &stat,
+            stat: stat.as_ref(),
             fd: None,
             path: EntryPath::Lazy(&message_path),
         });
