@@ -56,6 +56,7 @@ pub struct Args {
     #[command(flatten)]
     pub run: RunArgs,
 
+    /// Take fsGroup, policy and label from a pod's manifests (see `volsec plan`).
     #[command(flatten)]
     pub from_pod: super::plan::PodArgs,
 }
@@ -103,11 +104,10 @@ impl RunArgs {
 
 pub fn run(args: Args) -> u8 {
     if args.from_pod.pod.is_some() {
-        let from_pod = &args.from_pod;
         if args.fs_group.is_some() || args.selinux_context.is_some() || args.read_only {
             return refuse(&"--pod decides fsGroup, read-only and the label itself: drop --fs-group, --read-only and --selinux-context");
         }
-        return super::plan::apply(from_pod, &args.path, &args.run);
+        return super::plan::apply(&args.from_pod, &args.path, &args.run);
     }
     let label = match args
         .selinux_context

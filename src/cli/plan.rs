@@ -164,7 +164,7 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
     let container_file_defaults = match &args.selinux_defaults {
         Some(c) => Context::parse(c)
             .map_err(|e| format!("--selinux-defaults: {e}; expected user:role:type:level"))?,
-        None => plan::container_file_defaults(),
+        None => volsec::selinux::container_file_defaults(),
     };
     let pod = manifest::load(pod_file).map_err(|e| e.to_string())?;
     let pv = args

@@ -8,7 +8,7 @@
 
 use super::gates::{FeatureGates, Gate};
 use super::identity::{self, ContainerIdentity, ContainerKind, IdentityInputs, ImageAccounts};
-use super::label_shim as sel;
+use crate::selinux as sel;
 use super::model::{is_modeless, OwnershipPlan, Plan, SeLinuxPlan};
 use super::volume::{self, Plugin, Resolved};
 use crate::ownership::ChangePolicy;

@@ -14,12 +14,10 @@
 mod decide;
 pub mod gates;
 pub mod identity;
-mod label_shim;
 pub mod manifest;
 mod model;
 mod volume;
 
 pub use decide::{decide, identities, DecideError, Input, Inputs, NodeFacts};
-pub use label_shim::container_file_defaults;
 pub use model::{OwnershipAction, OwnershipPlan, Plan, SeLinuxAction, SeLinuxPlan};
 pub use volume::VolumeInfo;
