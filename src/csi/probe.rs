@@ -125,13 +125,15 @@ async fn ask(path: &Path) -> Result<Capabilities, ProbeError> {
     let rpc: Vec<String> = response
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(CapabilityType::Rpc(r)) => Some(
+        .filter_map(|c| {
+            let Some(CapabilityType::Rpc(r)) = &c.r#type else {
+                return None;
+            };
+            Some(
                 rpc::Type::try_from(r.r#type)
                     .map(|t| t.as_str_name().to_string())
                     .unwrap_or_else(|_| format!("UNKNOWN({})", r.r#type)),
-            ),
-            None => None,
+            )
         })
         .collect();
     Ok(Capabilities {

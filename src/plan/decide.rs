@@ -8,10 +8,10 @@
 
 use super::gates::{FeatureGates, Gate};
 use super::identity::{self, ContainerIdentity, ContainerKind, IdentityInputs, ImageAccounts};
-use crate::selinux as sel;
 use super::model::{is_modeless, OwnershipPlan, Plan, SeLinuxPlan};
 use super::volume::{self, Plugin, Resolved};
 use crate::ownership::ChangePolicy;
+use crate::selinux as sel;
 use crate::selinux::Context;
 use k8s_openapi::api::core::v1::{Container, PersistentVolume, Pod, PodSecurityContext};
 use k8s_openapi::api::storage::v1::CSIDriver;

@@ -104,7 +104,7 @@ impl ImageAccounts {
         let user = user.to_string();
         self.groups
             .iter()
-            .filter(move |g| g.members.iter().any(|m| *m == user))
+            .filter(move |g| g.members.contains(&user))
             .map(|g| g.gid)
     }
 }

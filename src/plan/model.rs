@@ -245,7 +245,7 @@ impl Plan {
 /// The root has everything OnRootMismatch asks but setgid.
 fn root_lost_setgid(ownership: &Ownership, root: &Stat) -> bool {
     let with_setgid = Stat {
-        perm: root.perm | libc::S_ISGID as u32,
+        perm: root.perm | libc::S_ISGID,
         ..*root
     };
     !ownership.root_matches(root) && ownership.root_matches(&with_setgid)
