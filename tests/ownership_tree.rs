@@ -530,3 +530,44 @@ on_tmpfs_and_ext4!(
     read_only_masks,
     fifo_without_writer_does_not_block,
 );
+
+fn post_order_and_root_last(fs: Fs) {
+    // kubelet's walk is post-order with the root last: every directory is changed after
+    // everything in it. ctime records when each inode was changed; a directory's ctime can
+    // therefore never be earlier than a child's.
+    let mounted = fs.mount();
+    let vol = mounted.subdir("vol");
+    for a in 0..6 {
+        for b in 0..6 {
+            let d = vol.join(format!("a{a}/b{b}"));
+            mkdir(&d, 0o755);
+            for f in 0..10 {
+                write_file(&d.join(format!("f{f}")), 0o644);
+            }
+        }
+    }
+    let (code, report) = apply_json(&vol, &["--threads", "2"]);
+    assert_eq!(code, 0, "{fs:?}: {report}");
+
+    let mut latest_below_root = 0;
+    for dir in all_paths(&vol).into_iter().filter(|p| p.is_dir()) {
+        let dir_ctime = ctime_ns(&dir);
+        for child in std::fs::read_dir(&dir).unwrap() {
+            let child = child.unwrap().path();
+            let child_ctime = ctime_ns(&child);
+            latest_below_root = latest_below_root.max(child_ctime);
+            assert!(
+                child_ctime <= dir_ctime,
+                "{fs:?}: {} was changed after its directory {} (post-order broken)",
+                child.display(),
+                dir.display()
+            );
+        }
+    }
+    assert!(
+        latest_below_root <= ctime_ns(&vol),
+        "{fs:?}: the root must be changed last"
+    );
+}
+
+on_tmpfs_and_ext4!(post_order_and_root_last);
