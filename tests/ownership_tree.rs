@@ -78,7 +78,12 @@ fn run_with_timeout(mut cmd: Command) -> Output {
 
 /// `volsec apply --fs-group 2000 --output json EXTRA... PATH`: exit code and parsed report.
 fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    apply_json_env(path, extra, &[])
+}
+
+fn apply_json_env(path: &Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
     let mut cmd = volsec();
+    cmd.envs(env.iter().copied());
     cmd.args([
         "apply",
         "--fs-group",
@@ -278,11 +283,21 @@ fn count(report: &serde_json::Value, field: &str) -> u64 {
 }
 
 fn every_kind_gets_kubelets_result(fs: Fs) {
+    every_kind_on_route(fs, &[]);
+}
+
+/// The same on the O_PATH + /proc/self/fd route volsec takes on kernels without
+/// `fchmodat2` (before 6.6) and `*xattrat` (before 6.13).
+fn every_kind_on_the_fallback_route(fs: Fs) {
+    every_kind_on_route(fs, &[("VOLSEC_FORCE_FALLBACK", "1")]);
+}
+
+fn every_kind_on_route(fs: Fs, env: &[(&str, &str)]) {
     let tree = build_tree(fs);
     let outside_before = snapshot(&tree.outside);
     let before = snapshot(&tree.vol);
 
-    let (code, report) = apply_json(&tree.vol, &[]);
+    let (code, report) = apply_json_env(&tree.vol, &[], env);
 
     assert_eq!(
         code, 0,
@@ -525,6 +540,7 @@ fn fifo_without_writer_does_not_block(fs: Fs) {
 
 on_tmpfs_and_ext4!(
     every_kind_gets_kubelets_result,
+    every_kind_on_the_fallback_route,
     second_pass_writes_nothing,
     dry_run_changes_nothing_and_counts,
     read_only_masks,
