@@ -113,6 +113,8 @@ fn vm_hwm(pid: libc::pid_t, exe: &Path) -> Option<u64> {
 /// Runs `volsec apply --fs-group 2000 --output json PATH`, optionally with a
 /// `RLIMIT_NOFILE` of `nofile` (soft and hard, so volsec cannot raise it), and collects the
 /// child's rusage with `wait4`.
+// The child is reaped by wait4 (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn apply(path: &Path, nofile: Option<u64>, timeout: Duration) -> Run {
     let mut cmd = volsec();
     cmd.args([
