@@ -70,18 +70,24 @@ impl LabelArgs {
     /// The file label these flags give, checked by the kernel when SELinux is enabled.
     pub fn label(&self) -> Result<Context, String> {
         let label = match &self.context {
-            Some(context) => Context::parse(context).map_err(|e| e.to_string())?,
+            Some(context) => Context::parse(&raw_context(context)?).map_err(|e| e.to_string())?,
             None => {
+                let defaults = selinux::container_file_defaults();
+                let level = match &self.level {
+                    Some(level) => Some(raw_range(level, &defaults)?),
+                    None => None,
+                };
                 let options = SeLinuxOptions {
                     user: self.user.clone(),
-                    level: self.level.clone(),
+                    level,
                     ..Default::default()
                 };
-                let defaults = selinux::container_file_defaults();
                 selinux::file_label(&options, &defaults).map_err(|e| e.to_string())?
             }
         };
-        selinux::resolve_label(label).map_err(|e| e.to_string())
+        let label = selinux::resolve_label(label).map_err(|e| e.to_string())?;
+        check_in_policy(&label)?;
+        Ok(label)
     }
 }
 
@@ -97,4 +103,39 @@ pub fn run(args: Args) -> u8 {
         ignore_unsupported_labels: args.ignore_unsupported,
     };
     execute(&args.path, &job, &args.run)
+}
+
+/// With the `libselinux` feature, MCS names (mcstransd's) are translated to raw levels.
+#[cfg(feature = "libselinux")]
+fn raw_context(text: &str) -> Result<String, String> {
+    selinux::libselinux::to_raw(text).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libselinux"))]
+fn raw_context(text: &str) -> Result<String, String> {
+    Ok(text.to_string())
+}
+
+#[cfg(feature = "libselinux")]
+fn raw_range(range: &str, within: &Context) -> Result<String, String> {
+    selinux::libselinux::range_to_raw(range, within).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libselinux"))]
+fn raw_range(range: &str, _within: &Context) -> Result<String, String> {
+    Ok(range.to_string())
+}
+
+/// With the `libselinux` feature, the loaded policy is asked too (as every SELinux tool
+/// does); without it, `resolve_label`'s selinuxfs check is the policy check.
+#[cfg(feature = "libselinux")]
+fn check_in_policy(label: &Context) -> Result<(), String> {
+    selinux::libselinux::check(label)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libselinux"))]
+fn check_in_policy(_label: &Context) -> Result<(), String> {
+    Ok(())
 }
