@@ -69,26 +69,36 @@ pub struct LabelArgs {
 impl LabelArgs {
     /// The file label these flags give, checked by the kernel when SELinux is enabled.
     pub fn label(&self) -> Result<Context, String> {
-        let label = match &self.context {
-            Some(context) => Context::parse(&raw_context(context)?).map_err(|e| e.to_string())?,
-            None => {
-                let defaults = selinux::container_file_defaults();
-                let level = match &self.level {
-                    Some(level) => Some(raw_range(level, &defaults)?),
-                    None => None,
-                };
-                let options = SeLinuxOptions {
-                    user: self.user.clone(),
-                    level,
-                    ..Default::default()
-                };
-                selinux::file_label(&options, &defaults).map_err(|e| e.to_string())?
-            }
+        if let Some(context) = &self.context {
+            return context_from_text(context);
+        }
+        let defaults = selinux::container_file_defaults();
+        let level = match &self.level {
+            Some(level) => Some(raw_range(level, &defaults)?),
+            None => None,
         };
-        let label = selinux::resolve_label(label).map_err(|e| e.to_string())?;
-        check_in_policy(&label)?;
-        Ok(label)
+        let options = SeLinuxOptions {
+            user: self.user.clone(),
+            level,
+            ..Default::default()
+        };
+        let label = selinux::file_label(&options, &defaults).map_err(|e| e.to_string())?;
+        checked(label)
     }
+}
+
+/// A whole context given on the command line (`--context`, `apply --selinux-context`):
+/// translated (with libselinux), parsed, and checked by the kernel when SELinux is enabled.
+pub fn context_from_text(text: &str) -> Result<Context, String> {
+    let label = Context::parse(&raw_context(text)?).map_err(|e| e.to_string())?;
+    checked(label)
+}
+
+/// The kernel's (and with libselinux, the policy's) verdict and canonical spelling.
+fn checked(label: Context) -> Result<Context, String> {
+    let label = selinux::resolve_label(label).map_err(|e| e.to_string())?;
+    check_in_policy(&label)?;
+    Ok(label)
 }
 
 pub fn run(args: Args) -> u8 {
