@@ -69,20 +69,36 @@ pub struct LabelArgs {
 impl LabelArgs {
     /// The file label these flags give, checked by the kernel when SELinux is enabled.
     pub fn label(&self) -> Result<Context, String> {
-        let label = match &self.context {
-            Some(context) => Context::parse(context).map_err(|e| e.to_string())?,
-            None => {
-                let options = SeLinuxOptions {
-                    user: self.user.clone(),
-                    level: self.level.clone(),
-                    ..Default::default()
-                };
-                let defaults = selinux::container_file_defaults();
-                selinux::file_label(&options, &defaults).map_err(|e| e.to_string())?
-            }
+        if let Some(context) = &self.context {
+            return context_from_text(context);
+        }
+        let defaults = selinux::container_file_defaults();
+        let level = match &self.level {
+            Some(level) => Some(raw_range(level, &defaults)?),
+            None => None,
         };
-        selinux::resolve_label(label).map_err(|e| e.to_string())
+        let options = SeLinuxOptions {
+            user: self.user.clone(),
+            level,
+            ..Default::default()
+        };
+        let label = selinux::file_label(&options, &defaults).map_err(|e| e.to_string())?;
+        checked(label)
     }
+}
+
+/// A whole context given on the command line (`--context`, `apply --selinux-context`):
+/// translated (with libselinux), parsed, and checked by the kernel when SELinux is enabled.
+pub fn context_from_text(text: &str) -> Result<Context, String> {
+    let label = Context::parse(&raw_context(text)?).map_err(|e| e.to_string())?;
+    checked(label)
+}
+
+/// The kernel's (and with libselinux, the policy's) verdict and canonical spelling.
+fn checked(label: Context) -> Result<Context, String> {
+    let label = selinux::resolve_label(label).map_err(|e| e.to_string())?;
+    check_in_policy(&label)?;
+    Ok(label)
 }
 
 pub fn run(args: Args) -> u8 {
@@ -97,4 +113,39 @@ pub fn run(args: Args) -> u8 {
         ignore_unsupported_labels: args.ignore_unsupported,
     };
     execute(&args.path, &job, &args.run)
+}
+
+/// With the `libselinux` feature, MCS names (mcstransd's) are translated to raw levels.
+#[cfg(feature = "libselinux")]
+fn raw_context(text: &str) -> Result<String, String> {
+    selinux::libselinux::to_raw(text).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libselinux"))]
+fn raw_context(text: &str) -> Result<String, String> {
+    Ok(text.to_string())
+}
+
+#[cfg(feature = "libselinux")]
+fn raw_range(range: &str, within: &Context) -> Result<String, String> {
+    selinux::libselinux::range_to_raw(range, within).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libselinux"))]
+fn raw_range(range: &str, _within: &Context) -> Result<String, String> {
+    Ok(range.to_string())
+}
+
+/// With the `libselinux` feature, the loaded policy is asked too (as every SELinux tool
+/// does); without it, `resolve_label`'s selinuxfs check is the policy check.
+#[cfg(feature = "libselinux")]
+fn check_in_policy(label: &Context) -> Result<(), String> {
+    selinux::libselinux::check(label)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libselinux"))]
+fn check_in_policy(_label: &Context) -> Result<(), String> {
+    Ok(())
 }

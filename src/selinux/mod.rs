@@ -6,6 +6,8 @@
 
 mod context;
 mod label;
+#[cfg(feature = "libselinux")]
+pub mod libselinux;
 mod node;
 mod refused;
 
