@@ -203,3 +203,31 @@ fn apply_with_bad_input_walks_nothing() {
         before
     );
 }
+
+#[test]
+fn selinux_fields() {
+    let e = refused(&[
+        "--pod",
+        "@bad/bad-level.yaml",
+        "--volume",
+        "data",
+        "--selinux-enabled",
+    ]);
+    assert!(
+        e.contains(
+            "field spec.containers[\"app\"].securityContext.seLinuxOptions: seLinuxOptions.level"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("expected a level such as s0:c123,c456"), "{e}");
+    let e = refused(&[
+        "--pod",
+        "@bad/bad-selinux-change-policy.yaml",
+        "--volume",
+        "data",
+    ]);
+    assert!(
+        e.contains("field spec.securityContext.seLinuxChangePolicy: \"Sometimes\" is not a policy; expected MountOption or Recursive"),
+        "{e}"
+    );
+}

@@ -90,15 +90,7 @@ pub fn decide(inputs: &Inputs, node: &NodeFacts) -> Result<Plan, DecideError> {
     let containers = identities(inputs.pod, inputs.volume, node);
     let mut warnings = Vec::new();
     let ownership = ownership(pod_sc, &vol, driver, node, &mut warnings)?;
-    let selinux = selinux(
-        inputs,
-        pod_sc,
-        &vol,
-        driver,
-        node,
-        &containers,
-        &mut warnings,
-    )?;
+    let selinux = selinux(inputs, pod_sc, &vol, driver, node, &mut warnings)?;
     let mut plan = Plan {
         pod: pod_name(inputs.pod),
         volume: vol.info,
@@ -405,7 +397,8 @@ fn wishes(
             Some(o) => (
                 Some(o),
                 format!(
-                    "the securityContext.seLinuxOptions of {kind:?} container {:?}",
+                    "spec.{}[{:?}].securityContext.seLinuxOptions",
+                    kind.field(),
                     c.name
                 ),
             ),
@@ -440,16 +433,16 @@ fn selinux(
     vol: &Resolved,
     driver: Option<&CSIDriver>,
     node: &NodeFacts,
-    _containers: &[ContainerIdentity],
     warnings: &mut Vec<String>,
 ) -> Result<SeLinuxPlan, DecideError> {
     let name = &vol.info.name;
-    let wishes = wishes(inputs, pod_sc, node)?;
+    se_linux_change_policy(pod_sc)?;
     if !node.selinux_enabled {
         return Ok(SeLinuxPlan::none(
             "SELinux is disabled on this node (no --selinux-enabled): no label is applied".into(),
         ));
     }
+    let wishes = wishes(inputs, pod_sc, node)?;
     let blocked = mount_blocker(pod_sc, vol, driver, node)?;
     if !vol.plugin.relabels() && blocked.is_some() {
         return Ok(SeLinuxPlan::none(format!(
@@ -538,6 +531,18 @@ fn selinux(
     }
 }
 
+/// The pod's `seLinuxChangePolicy`, checked.
+fn se_linux_change_policy(
+    pod_sc: Option<&PodSecurityContext>,
+) -> Result<Option<&str>, DecideError> {
+    match pod_sc.and_then(|s| s.se_linux_change_policy.as_deref()) {
+        p @ (None | Some("MountOption") | Some("Recursive")) => Ok(p),
+        Some(other) => Err(DecideError::pod(format!(
+            "field spec.securityContext.seLinuxChangePolicy: {other:?} is not a policy; expected MountOption or Recursive"
+        ))),
+    }
+}
+
 /// Which plugin supports `-o context=`, in words, for a positive reason.
 fn mount_support(vol: &Resolved) -> String {
     match &vol.plugin {
@@ -576,15 +581,7 @@ fn mount_blocker(
     let Some(pv) = vol.pv else {
         return Ok(Some("the volume is inline in the pod, and only PersistentVolumes are mounted with -o context=".into()));
     };
-    let change = pod_sc.and_then(|s| s.se_linux_change_policy.as_deref());
-    match change {
-        None | Some("MountOption") | Some("Recursive") => {}
-        Some(other) => {
-            return Err(DecideError::pod(format!(
-                "field spec.securityContext.seLinuxChangePolicy: {other:?} is not a policy; expected MountOption or Recursive"
-            )))
-        }
-    }
+    let change = se_linux_change_policy(pod_sc)?;
     if change == Some("Recursive") && gates.enabled(Gate::SELinuxChangePolicy) {
         return Ok(Some("the pod sets seLinuxChangePolicy: Recursive".into()));
     }
