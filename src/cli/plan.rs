@@ -10,26 +10,31 @@ use volsec::plan::identity::ImageAccounts;
 use volsec::plan::{self, manifest, DecideError, Input, Inputs, NodeFacts, Plan};
 use volsec::selinux::Context;
 
+/// The long help: what the answers mean, and examples. (The one-line summary is the
+/// subcommand's, in `cli/mod.rs`.)
+const LONG_HELP: &str = "\
+Ownership: none (no fsGroup), delegate (the CSI driver has VOLUME_MOUNT_GROUP and gets fsGroup
+as volume_mount_group), unsupported (fsGroupPolicy None, read-only, no fsType, access modes, or
+a plugin that never changes ownership), recursive (walk, with fsGroupChangePolicy), or skip
+(OnRootMismatch, and --path shows a root that already matches).
+SELinux: none, mount_option (kubelet mounts with context=\"...\"), or relabel.
+Every answer comes with its reason. Nothing is changed.
+
+Exit status: 0 a plan was made, 2 bad input (one sentence naming the file and the field).
+
+Examples:
+  volsec plan --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml
+  volsec plan --pod pod.yaml --volume data --pv pv.yaml \\
+      --csi-socket /var/lib/kubelet/plugins/ebs.csi.aws.com/csi.sock --selinux-enabled
+  volsec plan --pod pod.yaml --volume data --pv pv.yaml --feature-gates SELinuxMount=true \\
+      --kubernetes-version 1.33 --output json
+  volsec plan --pod pod.yaml --volume data --image-root /run/image/rootfs --path /mnt/data
+  volsec apply --pod pod.yaml --volume data --pv pv.yaml /mnt/data";
+
 /// Decide, as kubelet does, who applies fsGroup to a pod's volume and how its SELinux label
 /// gets there, and say why.
-///
-/// Ownership: `none` (no fsGroup), `delegate` (the CSI driver has VOLUME_MOUNT_GROUP and
-/// gets fsGroup as volume_mount_group), `unsupported` (fsGroupPolicy None, read-only, no
-/// fsType, access modes, or a plugin that never changes ownership), `recursive` (walk,
-/// with fsGroupChangePolicy), or `skip` (OnRootMismatch and --path shows a matching root).
-/// SELinux: `none`, `mount_option` (kubelet mounts with context="..."), or `relabel`.
-///
-/// Nothing is changed. Exit status: 0 a plan was made, 2 bad input.
-///
-/// Examples:
-///   volsec plan --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml
-///   volsec plan --pod pod.yaml --volume data --pv pv.yaml \
-///       --csi-socket /var/lib/kubelet/plugins/ebs.csi.aws.com/csi.sock --selinux-enabled
-///   volsec plan --pod pod.yaml --volume data --pv pv.yaml --feature-gates SELinuxMount=true \
-///       --kubernetes-version 1.33 --output json
-///   volsec plan --pod pod.yaml --volume data --image-root /run/image/rootfs --path /mnt/data
 #[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(after_long_help = LONG_HELP)]
 #[command(mut_arg("pod", |a| a.required(true)), mut_arg("volume", |a| a.required(true)))]
 pub struct Args {
     #[command(flatten)]
