@@ -190,6 +190,10 @@ pub(crate) fn selinux(
                 ),
             ))
         }
+        // The runtimes never relabel for a privileged container (it runs as spc_t).
+        Some(why) if wishes.iter().all(|w| w.privileged) => Ok(SeLinuxPlan::none(format!(
+            "{why}, and every container that mounts volume {name:?} is privileged, for which the container runtime does not relabel"
+        ))),
         Some(why) => Ok(SeLinuxPlan::relabel(
             label,
             format!("{why}, so the container runtime relabels every file of the volume (volsec does it in one pass)"),
