@@ -116,57 +116,10 @@ pub(crate) fn selinux(
             vol.plugin.name()
         )));
     }
-    if wishes.is_empty() {
-        return Ok(SeLinuxPlan::none(format!(
-            "no container mounts volume {name:?}: nothing is labeled"
-        )));
-    }
-    if let Some(w) = wishes.iter().find(|w| matches!(w.label, Wanted::NoLevel)) {
-        return Ok(SeLinuxPlan::none(format!(
-            "container {:?} has seLinuxOptions without a level: the container runtime picks a random MCS level when it starts the container and relabels the volume itself, so the label cannot be known in advance",
-            w.container
-        )));
-    }
-    let labeled: Vec<(&str, &Context)> = wishes
-        .iter()
-        .filter_map(|w| match &w.label {
-            Wanted::Label(l) => Some((w.container.as_str(), l)),
-            _ => None,
-        })
-        .collect();
-    let Some((_, label)) = labeled.first() else {
-        return Ok(SeLinuxPlan::none(
-            "neither the pod nor the containers that mount the volume set seLinuxOptions: the container runtime allocates a random MCS label when the pod starts and relabels the volume itself".into(),
-        ));
+    let label = match agreed_label(name, &wishes, blocked.is_none(), warnings)? {
+        Agreement::Label(label) => label,
+        Agreement::Nothing(plan) => return Ok(plan),
     };
-    let label = (*label).clone();
-    let mut distinct: Vec<String> = labeled.iter().map(|(_, l)| l.to_string()).collect();
-    distinct.sort();
-    distinct.dedup();
-    if distinct.len() > 1 {
-        let who = labeled
-            .iter()
-            .map(|(c, l)| format!("{c} wants {l}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if blocked.is_none() {
-            return Err(DecideError::pod(format!(
-                "multiple SELinux labels found for volume {name:?}: {who}; kubelet refuses to mount it with -o context=, so give its containers one seLinuxOptions.level or set spec.securityContext.seLinuxChangePolicy: Recursive"
-            )));
-        }
-        warnings.push(format!(
-            "containers ask for different SELinux labels for volume {name:?} ({who}): the runtime relabels it for each container as it starts, and only the last one can use it"
-        ));
-        return Ok(SeLinuxPlan::none(format!(
-            "the containers that mount volume {name:?} ask for different labels: the runtime relabels it once per container and the last wins, so volsec applies none"
-        )));
-    }
-    for w in wishes.iter().filter(|w| matches!(w.label, Wanted::Nothing)) {
-        warnings.push(format!(
-            "container {:?} mounts volume {name:?} without seLinuxOptions: the runtime gives it a random MCS label, so it cannot use files labeled {label}",
-            w.container
-        ));
-    }
     match blocked {
         None => {
             for w in wishes.iter().filter(|w| w.privileged) {
@@ -199,6 +152,76 @@ pub(crate) fn selinux(
             format!("{why}, so the container runtime relabels every file of the volume (volsec does it in one pass)"),
         )),
     }
+}
+
+/// What the containers that mount the volume agree on.
+enum Agreement {
+    Label(Context),
+    /// No label can be applied in advance; the plan says why.
+    Nothing(SeLinuxPlan),
+}
+
+/// The one label the containers that mount the volume ask for, or why there is none. Two
+/// labels are refused when the volume would be mounted with the label (kubelet's "multiple
+/// SELinux labels found"), and only warned about otherwise.
+fn agreed_label(
+    name: &str,
+    wishes: &[Wish],
+    mounts_with_label: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Agreement, DecideError> {
+    if wishes.is_empty() {
+        return Ok(Agreement::Nothing(SeLinuxPlan::none(format!(
+            "no container mounts volume {name:?}: nothing is labeled"
+        ))));
+    }
+    if let Some(w) = wishes.iter().find(|w| matches!(w.label, Wanted::NoLevel)) {
+        return Ok(Agreement::Nothing(SeLinuxPlan::none(format!(
+            "container {:?} has seLinuxOptions without a level: the container runtime picks a random MCS level when it starts the container and relabels the volume itself, so the label cannot be known in advance",
+            w.container
+        ))));
+    }
+    let labeled: Vec<(&str, &Context)> = wishes
+        .iter()
+        .filter_map(|w| match &w.label {
+            Wanted::Label(l) => Some((w.container.as_str(), l)),
+            _ => None,
+        })
+        .collect();
+    let Some((_, label)) = labeled.first() else {
+        return Ok(Agreement::Nothing(SeLinuxPlan::none(
+            "neither the pod nor the containers that mount the volume set seLinuxOptions: the container runtime allocates a random MCS label when the pod starts and relabels the volume itself".into(),
+        )));
+    };
+    let label = (*label).clone();
+    let mut distinct: Vec<String> = labeled.iter().map(|(_, l)| l.to_string()).collect();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() > 1 {
+        let who = labeled
+            .iter()
+            .map(|(c, l)| format!("{c} wants {l}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if mounts_with_label {
+            return Err(DecideError::pod(format!(
+                "multiple SELinux labels found for volume {name:?}: {who}; kubelet refuses to mount it with -o context=, so give its containers one seLinuxOptions.level or set spec.securityContext.seLinuxChangePolicy: Recursive"
+            )));
+        }
+        warnings.push(format!(
+            "containers ask for different SELinux labels for volume {name:?} ({who}): the runtime relabels it for each container as it starts, and only the last one can use it"
+        ));
+        return Ok(Agreement::Nothing(SeLinuxPlan::none(format!(
+            "the containers that mount volume {name:?} ask for different labels: the runtime relabels it once per container and the last wins, so volsec applies none"
+        ))));
+    }
+    for w in wishes.iter().filter(|w| matches!(w.label, Wanted::Nothing)) {
+        warnings.push(format!(
+            "container {:?} mounts volume {name:?} without seLinuxOptions: the runtime gives it a random MCS label, so it cannot use files labeled {label}",
+            w.container
+        ));
+    }
+    Ok(Agreement::Label(label))
 }
 
 /// The pod's `seLinuxChangePolicy`, checked.
