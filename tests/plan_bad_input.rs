@@ -231,3 +231,21 @@ fn selinux_fields() {
         "{e}"
     );
 }
+
+#[test]
+fn an_unknown_fs_group_policy() {
+    let e = refused(&[
+        "--pod",
+        "@pods/on-root-mismatch.yaml",
+        "--volume",
+        "data",
+        "--pv",
+        "@pv/rwo.yaml",
+        "--csidriver",
+        "@bad/bad-fs-group-policy.yaml",
+    ]);
+    assert!(
+        e.contains("bad/bad-fs-group-policy.yaml: field spec.fsGroupPolicy: \"Files\" is not a policy; expected File, None or ReadWriteOnceWithFSType"),
+        "{e}"
+    );
+}

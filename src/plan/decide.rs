@@ -127,7 +127,12 @@ fn csi_driver<'a>(
             vol.info.name
         )));
     }
-    Ok(Some(d))
+    match d.spec.fs_group_policy.as_deref() {
+        None | Some("File" | "None" | "ReadWriteOnceWithFSType") => Ok(Some(d)),
+        Some(other) => Err(DecideError::driver(format!(
+            "field spec.fsGroupPolicy: {other:?} is not a policy; expected File, None or ReadWriteOnceWithFSType"
+        ))),
+    }
 }
 
 /// Every container of the pod (init, regular, ephemeral), as kubelet visits them.
