@@ -18,13 +18,24 @@ fn build(vol: &Path, outside: &Path) {
 
 fn apply(vol: &Path, fallback: bool) {
     let mut cmd = volsec();
-    cmd.args(["apply", "--fs-group", "3000", "--selinux-context", LABEL, "--quiet"])
-        .arg(vol);
+    cmd.args([
+        "apply",
+        "--fs-group",
+        "3000",
+        "--selinux-context",
+        LABEL,
+        "--quiet",
+    ])
+    .arg(vol);
     if fallback {
         cmd.env("VOLSEC_FORCE_FALLBACK", "1");
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn state(vol: &Path) -> Vec<(String, u32, u32, Option<Vec<u8>>)> {
@@ -47,7 +58,11 @@ fn state(vol: &Path) -> Vec<(String, u32, u32, Option<Vec<u8>>)> {
 #[test]
 fn fallback_route_gives_the_native_result() {
     let fs = Mounted::tmpfs();
-    let (native, fallback, outside) = (fs.subdir("native"), fs.subdir("fallback"), fs.subdir("outside"));
+    let (native, fallback, outside) = (
+        fs.subdir("native"),
+        fs.subdir("fallback"),
+        fs.subdir("outside"),
+    );
     let outside_native = fs.subdir("outside/native");
     build(&native, &outside_native);
     build(&fallback, &outside);
@@ -56,7 +71,10 @@ fn fallback_route_gives_the_native_result() {
     assert_eq!(state(&native), state(&fallback));
     // Symlinks were labelled and chowned themselves; their targets were not touched.
     assert_eq!(gid_mode(&outside.join("target")), (0, 0o600));
-    assert_eq!(xattr::get(outside.join("target"), "security.selinux").unwrap(), None);
+    assert_eq!(
+        xattr::get(outside.join("target"), "security.selinux").unwrap(),
+        None
+    );
     let link_label = xattr::get(fallback.join("d/link"), "security.selinux").unwrap();
     assert_eq!(link_label.as_deref(), Some(LABEL.as_bytes()));
 }

@@ -46,7 +46,9 @@ impl PassVisitor {
     }
 
     fn ownership(&self, own: &Ownership, entry: &Entry<'_>) -> Result<bool, OpError> {
-        let stat = entry.stat.expect("needs_stat() asks for every entry's attributes");
+        let stat = entry
+            .stat
+            .expect("needs_stat() asks for every entry's attributes");
         let changes = own.changes(stat);
         if changes.is_empty() {
             return Ok(false);
