@@ -561,3 +561,23 @@ fn only_privileged_containers_get_no_relabel() {
         .iter()
         .any(|w| w.contains("\"node-agent\" is privileged")));
 }
+
+#[test]
+fn unused_volumes_and_raw_block_devices_get_nothing() {
+    let spare = plan(
+        "pods/unused-and-block.yaml",
+        "spare",
+        &["--selinux-enabled"],
+    );
+    assert_eq!(action(&spare, "ownership"), "unsupported");
+    assert!(reason(&spare, "ownership").contains("no container of the pod uses volume \"spare\""));
+    assert_eq!(action(&spare, "selinux"), "none");
+    let block = plan(
+        "pods/unused-and-block.yaml",
+        "data",
+        &["--pv", "@pv/rwo.yaml", "--selinux-enabled"],
+    );
+    assert_eq!(action(&block, "ownership"), "unsupported");
+    assert!(reason(&block, "ownership").contains("raw block device"));
+    assert_eq!(action(&block, "selinux"), "none");
+}

@@ -9,7 +9,7 @@
 
 use super::gates::{FeatureGates, Gate};
 use super::identity::{self, ContainerIdentity, ContainerKind, IdentityInputs, ImageAccounts};
-use super::model::Plan;
+use super::model::{Plan, SeLinuxPlan};
 use super::volume::{self, Plugin, Resolved};
 use super::{fs_group, labels};
 use crate::selinux::Context;
@@ -89,8 +89,29 @@ pub fn decide(inputs: &Inputs, node: &NodeFacts) -> Result<Plan, DecideError> {
         .and_then(|s| s.security_context.as_ref());
     let containers = identities(inputs.pod, inputs.volume, node);
     let mut warnings = Vec::new();
-    let ownership = fs_group::ownership(pod_sc, &vol, driver, node, &mut warnings)?;
-    let selinux = labels::selinux(inputs, pod_sc, &vol, driver, node, &mut warnings)?;
+    let (ownership, selinux) = match usage(inputs.pod, inputs.volume) {
+        Usage::Mounted => (
+            fs_group::ownership(pod_sc, &vol, driver, node, &mut warnings)?,
+            labels::selinux(inputs, pod_sc, &vol, driver, node, &mut warnings)?,
+        ),
+        Usage::BlockDevice => {
+            let why = format!("volume {:?} is used only as a raw block device (volumeDevices): there is no file system to give a group or a label", inputs.volume);
+            (
+                fs_group::not_applied(pod_sc, why.clone()),
+                SeLinuxPlan::none(why),
+            )
+        }
+        Usage::Unused => {
+            let why = format!(
+                "no container of the pod uses volume {:?}, so kubelet does not set it up",
+                inputs.volume
+            );
+            (
+                fs_group::not_applied(pod_sc, why.clone()),
+                SeLinuxPlan::none(why),
+            )
+        }
+    };
     let mut plan = Plan {
         pod: pod_name(inputs.pod),
         volume: vol.info,
@@ -105,6 +126,28 @@ pub fn decide(inputs: &Inputs, node: &NodeFacts) -> Result<Plan, DecideError> {
     };
     plan.set_gates(&node.gates);
     Ok(plan)
+}
+
+/// How the pod's containers use a volume; kubelet sets up only the volumes they use.
+enum Usage {
+    Mounted,
+    BlockDevice,
+    Unused,
+}
+
+fn usage(pod: &Pod, volume: &str) -> Usage {
+    let containers = all_containers(pod);
+    let mounted = containers
+        .iter()
+        .any(|(_, c)| c.volume_mounts.iter().flatten().any(|m| m.name == volume));
+    let device = containers
+        .iter()
+        .any(|(_, c)| c.volume_devices.iter().flatten().any(|d| d.name == volume));
+    match (mounted, device) {
+        (true, _) => Usage::Mounted,
+        (false, true) => Usage::BlockDevice,
+        (false, false) => Usage::Unused,
+    }
 }
 
 fn pod_name(pod: &Pod) -> String {
@@ -158,6 +201,7 @@ pub(crate) fn all_containers(pod: &Pod) -> Vec<(ContainerKind, Container)> {
             name: e.name.clone(),
             security_context: e.security_context.clone(),
             volume_mounts: e.volume_mounts.clone(),
+            volume_devices: e.volume_devices.clone(),
             ..Default::default()
         };
         out.push((ContainerKind::Ephemeral, c));

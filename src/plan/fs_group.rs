@@ -12,6 +12,18 @@ use crate::ownership::ChangePolicy;
 use k8s_openapi::api::core::v1::PodSecurityContext;
 use k8s_openapi::api::storage::v1::CSIDriver;
 
+/// kubelet applies no fsGroup for a reason outside the plugin's rules: `none` without an
+/// fsGroup, `unsupported` with one.
+pub(crate) fn not_applied(pod_sc: Option<&PodSecurityContext>, why: String) -> OwnershipPlan {
+    match pod_sc
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok())
+    {
+        Some(fs_group) => OwnershipPlan::unsupported(fs_group, why),
+        None => OwnershipPlan::none(why),
+    }
+}
+
 /// The fsGroup part of the plan for the resolved volume.
 pub(crate) fn ownership(
     pod_sc: Option<&PodSecurityContext>,
