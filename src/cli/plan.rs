@@ -193,23 +193,11 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
         })?),
         None => None,
     };
-    let volume_mount_group = match &args.csi_socket {
-        Some(sock) => {
-            let secs = args.csi_timeout.unwrap_or(5.0);
-            let timeout = Duration::try_from_secs_f64(secs)
-                .map_err(|_| format!("--csi-timeout: {secs} is not a duration in seconds"))?;
-            Some(
-                volsec::csi::probe::probe_blocking(sock, timeout)
-                    .map_err(|e| e.to_string())?
-                    .volume_mount_group,
-            )
-        }
-        None => None,
-    };
-    let node = NodeFacts {
+    let timeout = csi_timeout(args)?;
+    let mut node = NodeFacts {
         selinux_enabled: args.selinux_enabled,
         gates,
-        volume_mount_group,
+        volume_mount_group: None,
         container_file_defaults,
         image,
     };
@@ -219,7 +207,37 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
         pv: pv.as_ref(),
         csi_driver: driver.as_ref(),
     };
-    plan::decide(&inputs, &node).map_err(|e| name_file(args, &e))
+    let decide = |node: &NodeFacts| plan::decide(&inputs, node).map_err(|e| name_file(args, &e));
+    let plan = decide(&node)?;
+    let Some(sock) = &args.csi_socket else {
+        return Ok(plan);
+    };
+    // Only a CSI volume's driver is asked, and only once the manifests are known good.
+    let Some(volume_driver) = plan.volume.driver.clone() else {
+        let mut plan = plan;
+        plan.warnings.push(format!(
+            "--csi-socket {} was not asked: volume {:?} is not a CSI volume",
+            sock.display(),
+            plan.volume.name
+        ));
+        return Ok(plan);
+    };
+    let caps = volsec::csi::probe::probe_blocking(sock, timeout).map_err(|e| e.to_string())?;
+    if let Some(name) = caps.driver.filter(|n| *n != volume_driver) {
+        return Err(format!(
+            "--csi-socket {}: the socket belongs to driver {name:?} (Identity/GetPluginInfo), but volume {:?} uses driver {volume_driver:?}",
+            sock.display(),
+            plan.volume.name
+        ));
+    }
+    node.volume_mount_group = Some(caps.volume_mount_group);
+    decide(&node)
+}
+
+fn csi_timeout(args: &PodArgs) -> Result<Duration, String> {
+    let secs = args.csi_timeout.unwrap_or(5.0);
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("--csi-timeout: {secs} is not a duration in seconds"))
 }
 
 fn name_file(args: &PodArgs, e: &DecideError) -> String {
