@@ -3,6 +3,7 @@
 use super::apply::RunArgs;
 use super::output::Format;
 use super::EXIT_OK;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use volsec::plan::gates::{FeatureGates, KubeVersion};
@@ -128,8 +129,8 @@ pub fn apply(args: &PodArgs, path: &Path, run: &RunArgs) -> u8 {
         Err(e) => return super::apply::refuse(&e),
     };
     if run.output == Format::Text {
-        print_text(&plan);
-        println!();
+        emit(&render_text(&plan));
+        emit("\n");
     }
     match plan.job() {
         Some(job) => super::apply::execute(path, &job, run),
@@ -254,15 +255,22 @@ fn name_file(args: &PodArgs, e: &DecideError) -> String {
 
 fn print_plan(plan: &Plan, format: Format) {
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(plan).expect("a plan serializes")
-        ),
-        Format::Text => print_text(plan),
+        Format::Json => {
+            let json = serde_json::to_string_pretty(plan).expect("a plan serializes");
+            emit(&format!("{json}\n"));
+        }
+        Format::Text => emit(&render_text(plan)),
     }
 }
 
-fn print_text(p: &Plan) {
+/// Writes to stdout; a closed pipe (`volsec plan | head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn render_text(p: &Plan) -> String {
+    let mut out = String::new();
     let v = &p.volume;
     let source = match (&v.claim_name, &v.persistent_volume) {
         (Some(c), Some(pv)) => format!("{} {c} -> PersistentVolume {pv}, {}", v.source, v.plugin),
@@ -273,8 +281,9 @@ fn print_text(p: &Plan) {
         .as_deref()
         .map(|d| format!(" driver {d}"))
         .unwrap_or_default();
-    println!(
-        "pod {}, volume {} ({source}{driver}), Kubernetes {}, SELinux {}",
+    let _ = writeln!(
+        out,
+        "pod {}, volume {}, Kubernetes {}, SELinux {}",
         p.pod,
         v.name,
         p.kubernetes_version,
@@ -284,6 +293,17 @@ fn print_text(p: &Plan) {
             "disabled"
         }
     );
+    let mut facts = vec![format!("{source}{driver}")];
+    if !v.fs_type.is_empty() {
+        facts.push(format!("fsType {}", v.fs_type));
+    }
+    if let Some(modes) = &v.access_modes {
+        facts.push(format!("[{}]", modes.join(", ")));
+    }
+    if v.read_only {
+        facts.push("read-only".into());
+    }
+    wrap(&mut out, "  volume: ", &facts.join(", "));
     let o = &p.ownership;
     let detail = match (&o.volume_mount_group, o.fs_group, o.change_policy) {
         (Some(g), _, _) => format!(" (volume_mount_group \"{g}\")"),
@@ -294,17 +314,17 @@ fn print_text(p: &Plan) {
         (None, Some(g), None) => format!(" (fsGroup {g})"),
         _ => String::new(),
     };
-    println!("ownership: {}{detail}", action_name(&o.action));
-    println!("  why: {}", o.reason);
+    let _ = writeln!(out, "ownership: {}{detail}", action_name(&o.action));
+    wrap(&mut out, "  why: ", &o.reason);
     let s = &p.selinux;
     let detail = match (&s.mount_option, &s.label) {
         (Some(m), _) => format!(" ({m})"),
         (None, Some(l)) => format!(" ({l})"),
         _ => String::new(),
     };
-    println!("selinux: {}{detail}", action_name(&s.action));
-    println!("  why: {}", s.reason);
-    println!("containers:");
+    let _ = writeln!(out, "selinux: {}{detail}", action_name(&s.action));
+    wrap(&mut out, "  why: ", &s.reason);
+    let _ = writeln!(out, "containers:");
     for c in &p.containers {
         let show = |v: Option<i64>| v.map_or("(image)".to_string(), |v| v.to_string());
         let groups: Vec<String> = c.groups.iter().map(i64::to_string).collect();
@@ -322,7 +342,8 @@ fn print_text(p: &Plan) {
         if !c.image_groups_known {
             notes.push("Merge: the image's /etc/group may add groups (--image-root)");
         }
-        println!(
+        let _ = writeln!(
+            out,
             "  {} ({}): uid={} gid={} groups={}{}",
             c.name,
             action_name(&c.kind),
@@ -337,8 +358,30 @@ fn print_text(p: &Plan) {
         );
     }
     for w in &p.warnings {
-        println!("warning: {w}");
+        wrap(&mut out, "warning: ", w);
     }
+    out
+}
+
+/// Appends `text` after `lead`, wrapped at 100 columns, continuation lines indented.
+fn wrap(out: &mut String, lead: &str, text: &str) {
+    const WIDTH: usize = 100;
+    let indent = " ".repeat(lead.len());
+    let mut line = lead.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.len() + 1 + word.len() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = indent.clone();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    let _ = writeln!(out, "{line}");
 }
 
 /// The JSON name of an action, for the text output too.
