@@ -522,3 +522,146 @@ fn text_summary_fits_one_screen() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_failing_entry_with_a_non_utf8_name_is_reported_in_json() {
+    // Names are bytes, chosen by the container. A report must still come out (exit 1 and
+    // JSON), not a crash of the serializer.
+    use std::os::unix::ffi::OsStrExt;
+    let fs = Mounted::ext4(32);
+    let vol = small_volume(&fs);
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff\xfename");
+    let locked = vol.join(name);
+    write_file(&locked, 0o644);
+    let _guard = Immutable::set(&locked);
+
+    let out = apply(&["--fs-group", "2000", "--output", "json"], &vol);
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a partial failure exits 1; stdout: {stdout} stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the JSON report is printed");
+    assert_eq!(count(&report, "failed"), 1, "{report}");
+    let path = report["errors"][0]["path"].as_str().unwrap_or_default();
+    assert!(
+        path.contains("bad"),
+        "the failed path is reported: {report}"
+    );
+}
+
+#[test]
+fn a_volume_with_a_non_utf8_root_path_gets_a_json_report() {
+    use std::os::unix::ffi::OsStrExt;
+    let fs = Mounted::tmpfs();
+    let vol = fs.path().join(std::ffi::OsStr::from_bytes(b"pvc-\xff"));
+    mkdir(&vol, 0o755);
+    write_file(&vol.join("f"), 0o644);
+
+    let out = apply(&["--fs-group", "2000", "--output", "json"], &vol);
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the JSON report is printed");
+    assert_eq!(count(&report, "changed"), 2, "{report}");
+}
+
+#[test]
+fn a_cancelled_pass_leaves_the_root_unchanged() {
+    use volsec::ownership::Ownership;
+    use volsec::prepare::{self, Job, Options};
+    use volsec::walk::Progress;
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    for d in 0..50 {
+        mkdir(&vol.join(format!("d{d}")), 0o755);
+        for f in 0..200 {
+            std::fs::write(vol.join(format!("d{d}/f{f}")), b"").unwrap();
+        }
+    }
+    let root_before = (gid_mode(&vol), ctime_ns(&vol));
+    let job = Job {
+        ownership: Some(Ownership {
+            fs_group: FS_GROUP,
+            read_only: false,
+        }),
+        ..Job::default()
+    };
+    let progress = Progress::new(100);
+    let cancel = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            while progress.tally().visited < 1000 {
+                std::hint::spin_loop();
+            }
+            cancel.store(true, Ordering::Relaxed);
+        });
+        prepare::prepare(&vol, &job, &Options::default(), &progress, &cancel)
+    })
+    .expect("the pass runs");
+    assert_eq!(report.outcome, "cancelled", "{report:?}");
+    assert!(!report.succeeded(), "a cancelled pass did not succeed");
+    assert_eq!(
+        (gid_mode(&vol), ctime_ns(&vol)),
+        root_before,
+        "an interrupted pass leaves the root unchanged, so OnRootMismatch walks again"
+    );
+}
+
+#[test]
+fn a_killed_pass_leaves_the_root_unchanged() {
+    // SIGKILL in the middle of a pass: the root is changed last, so it is still as it was.
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    for d in 0..100 {
+        mkdir(&vol.join(format!("d{d}")), 0o755);
+        for f in 0..1000 {
+            std::fs::write(vol.join(format!("d{d}/f{f}")), b"").unwrap();
+        }
+    }
+    let root_before = (gid_mode(&vol), ctime_ns(&vol));
+    let mut child = volsec()
+        .args(["apply", "--fs-group", "2000", "--quiet"])
+        .arg(&vol)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has changed something, and before it has finished.
+    let started = std::time::Instant::now();
+    while gid_mode(&vol.join("d99/f999")).0 != FS_GROUP
+        && (0..100).all(|d| gid_mode(&vol.join(format!("d{d}/f0"))).0 != FS_GROUP)
+    {
+        assert!(started.elapsed() < TIMEOUT, "the pass never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the pass finished before it could be killed; make the tree bigger"
+    );
+    assert_eq!(
+        (gid_mode(&vol), ctime_ns(&vol)),
+        root_before,
+        "a killed pass leaves the root unchanged"
+    );
+    // And OnRootMismatch then walks the whole volume again.
+    let (code, report) = apply_json(&vol, &["--change-policy", "OnRootMismatch"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        report["skipped_reason"],
+        serde_json::Value::Null,
+        "{report}"
+    );
+    assert_eq!(gid_mode(&vol.join("d50/f500")), (FS_GROUP, 0o664));
+    assert_eq!(gid_mode(&vol), (FS_GROUP, 0o2775));
+}

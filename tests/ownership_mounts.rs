@@ -252,3 +252,26 @@ fn read_only_bind_mount_with_cross_mounts_fails_with_erofs() {
         "the root must be left unchanged when anything below failed"
     );
 }
+
+#[test]
+fn a_file_bind_mounted_into_the_volume_is_skipped() {
+    let outer = Mounted::tmpfs();
+    let vol = outer.subdir("vol");
+    let host_file = outer.path().join("host-file");
+    write_file(&host_file, 0o600);
+    let at = vol.join("file");
+    write_file(&at, 0o644);
+    mount_cmd(&["--bind", &host_file.display().to_string()], &at);
+    let _guard = Nested(at.clone());
+    let before = (gid_mode(&host_file), ctime_ns(&host_file));
+
+    let (code, report) = apply_json(&vol, &[]);
+
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(count(&report, "skipped_mounts"), 1, "{report}");
+    assert_eq!(
+        (gid_mode(&host_file), ctime_ns(&host_file)),
+        before,
+        "a file bind-mounted into the volume is another filesystem's: left alone"
+    );
+}

@@ -78,7 +78,12 @@ fn run_with_timeout(mut cmd: Command) -> Output {
 
 /// `volsec apply --fs-group 2000 --output json EXTRA... PATH`: exit code and parsed report.
 fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    apply_json_env(path, extra, &[])
+}
+
+fn apply_json_env(path: &Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
     let mut cmd = volsec();
+    cmd.envs(env.iter().copied());
     cmd.args([
         "apply",
         "--fs-group",
@@ -278,11 +283,21 @@ fn count(report: &serde_json::Value, field: &str) -> u64 {
 }
 
 fn every_kind_gets_kubelets_result(fs: Fs) {
+    every_kind_on_route(fs, &[]);
+}
+
+/// The same on the O_PATH + /proc/self/fd route volsec takes on kernels without
+/// `fchmodat2` (before 6.6) and `*xattrat` (before 6.13).
+fn every_kind_on_the_fallback_route(fs: Fs) {
+    every_kind_on_route(fs, &[("VOLSEC_FORCE_FALLBACK", "1")]);
+}
+
+fn every_kind_on_route(fs: Fs, env: &[(&str, &str)]) {
     let tree = build_tree(fs);
     let outside_before = snapshot(&tree.outside);
     let before = snapshot(&tree.vol);
 
-    let (code, report) = apply_json(&tree.vol, &[]);
+    let (code, report) = apply_json_env(&tree.vol, &[], env);
 
     assert_eq!(
         code, 0,
@@ -525,8 +540,50 @@ fn fifo_without_writer_does_not_block(fs: Fs) {
 
 on_tmpfs_and_ext4!(
     every_kind_gets_kubelets_result,
+    every_kind_on_the_fallback_route,
     second_pass_writes_nothing,
     dry_run_changes_nothing_and_counts,
     read_only_masks,
     fifo_without_writer_does_not_block,
 );
+
+fn post_order_and_root_last(fs: Fs) {
+    // kubelet's walk is post-order with the root last: every directory is changed after
+    // everything in it. ctime records when each inode was changed; a directory's ctime can
+    // therefore never be earlier than a child's.
+    let mounted = fs.mount();
+    let vol = mounted.subdir("vol");
+    for a in 0..6 {
+        for b in 0..6 {
+            let d = vol.join(format!("a{a}/b{b}"));
+            mkdir(&d, 0o755);
+            for f in 0..10 {
+                write_file(&d.join(format!("f{f}")), 0o644);
+            }
+        }
+    }
+    let (code, report) = apply_json(&vol, &["--threads", "2"]);
+    assert_eq!(code, 0, "{fs:?}: {report}");
+
+    let mut latest_below_root = 0;
+    for dir in all_paths(&vol).into_iter().filter(|p| p.is_dir()) {
+        let dir_ctime = ctime_ns(&dir);
+        for child in std::fs::read_dir(&dir).unwrap() {
+            let child = child.unwrap().path();
+            let child_ctime = ctime_ns(&child);
+            latest_below_root = latest_below_root.max(child_ctime);
+            assert!(
+                child_ctime <= dir_ctime,
+                "{fs:?}: {} was changed after its directory {} (post-order broken)",
+                child.display(),
+                dir.display()
+            );
+        }
+    }
+    assert!(
+        latest_below_root <= ctime_ns(&vol),
+        "{fs:?}: the root must be changed last"
+    );
+}
+
+on_tmpfs_and_ext4!(post_order_and_root_last);

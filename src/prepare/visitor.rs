@@ -1,10 +1,11 @@
 //! The per-entry work of a pass: read what is there, write only what differs.
 
 use super::Job;
-use crate::ownership::Ownership;
+use crate::ownership::{Changes, Ownership};
 use crate::selinux::{self, Context};
 use crate::sys::{self, Target};
 use crate::walk::{Entry, OpError, Root, Visited, Visitor};
+use rustix::fd::AsFd;
 use std::io;
 
 pub(super) struct PassVisitor {
@@ -50,19 +51,26 @@ impl PassVisitor {
             .stat
             .expect("needs_stat() asks for every entry's attributes");
         let changes = own.changes(stat);
-        if changes.is_empty() {
-            return Ok(false);
+        if changes.is_empty() || self.dry_run {
+            return Ok(!changes.is_empty());
         }
-        if self.dry_run {
-            return Ok(true);
+        if changes.chmod.is_some() && entry.fd.is_none() {
+            return self.ownership_pinned(own, entry);
         }
-        if changes.chown {
-            sys::chown_group(entry.target(), own.fs_group).map_err(|e| OpError::new("chown", e))?;
-        }
-        if let Some(mode) = changes.chmod {
-            sys::chmod(entry.target(), mode).map_err(|e| OpError::new("chmod", e))?;
-        }
+        write_ownership(own, changes, entry.target())?;
         Ok(true)
+    }
+
+    /// A new mode is computed from the mode read, so it must reach the same inode: a
+    /// container could rename another file (say a root-owned one) over the name between the
+    /// read and a chmod by name, and it would get this file's bits, setuid included. So the
+    /// entry is pinned, read again through the pin, and changed through the pin.
+    fn ownership_pinned(&self, own: &Ownership, entry: &Entry<'_>) -> Result<bool, OpError> {
+        let pinned = sys::pin(entry.parent, entry.name).map_err(|e| OpError::new("open", e))?;
+        let stat = sys::stat_fd(pinned.as_fd()).map_err(|e| OpError::new("stat", e))?;
+        let changes = own.changes(&stat);
+        write_ownership(own, changes, Target::Pinned(pinned.as_fd()))?;
+        Ok(!changes.is_empty())
     }
 
     fn label(&self, label: &str, entry: &Entry<'_>) -> Result<bool, OpError> {
@@ -96,6 +104,17 @@ impl Visitor for PassVisitor {
             Visited::Unchanged
         })
     }
+}
+
+/// chown, then chmod: the mode is written after the chown, which clears setuid/setgid.
+fn write_ownership(own: &Ownership, changes: Changes, target: Target<'_>) -> Result<(), OpError> {
+    if changes.chown {
+        sys::chown_group(target, own.fs_group).map_err(|e| OpError::new("chown", e))?;
+    }
+    if let Some(mode) = changes.chmod {
+        sys::chmod(target, mode).map_err(|e| OpError::new("chmod", e))?;
+    }
+    Ok(())
 }
 
 /// Reads the current label and compares it with `wanted` in canonical form. No label at

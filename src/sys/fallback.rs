@@ -83,36 +83,59 @@ pub(super) fn xattrat_flag() -> &'static AtomicU8 {
 }
 
 pub(super) fn chmod_at_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    if native(&FCHMODAT2) {
-        // SAFETY: plain syscall with a valid fd and a NUL-terminated name.
-        let ret = unsafe {
-            libc::syscall(
-                SYS_FCHMODAT2,
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                mode as libc::c_uint,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if let Some(res) = settle(&FCHMODAT2, super::cvt(ret).map(drop)) {
-            return res;
-        }
+    if let Some(res) = fchmodat2(dir, name, mode, libc::AT_SYMLINK_NOFOLLOW) {
+        return res;
     }
     let pinned = pin(dir, name)?;
     if super::stat_fd(pinned.as_fd())?.kind == super::FileKind::Symlink {
         // What fchmodat2 answers for a symlink: it has no mode of its own.
         return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
-    rustix::fs::chmod(proc_path(&pinned), Mode::from_raw_mode(mode)).map_err(io::Error::from)
+    chmod_proc(&pinned, mode)
+}
+
+/// chmod of the inode an `O_PATH` descriptor pins (the caller knows it is no symlink).
+pub(super) fn chmod_pinned(pinned: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    if let Some(res) = fchmodat2(pinned, c"", mode, libc::AT_EMPTY_PATH) {
+        return res;
+    }
+    chmod_proc(&pinned, mode)
+}
+
+/// `fchmodat2`, or `None` when the kernel lacks it (or the fallback is forced).
+fn fchmodat2(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    mode: u32,
+    flags: libc::c_int,
+) -> Option<io::Result<()>> {
+    if !native(&FCHMODAT2) {
+        return None;
+    }
+    // SAFETY: plain syscall with a valid fd and a NUL-terminated name.
+    let ret = unsafe {
+        libc::syscall(
+            SYS_FCHMODAT2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::c_uint,
+            flags,
+        )
+    };
+    settle(&FCHMODAT2, super::cvt(ret).map(drop))
+}
+
+fn chmod_proc(pinned: &impl AsRawFd, mode: u32) -> io::Result<()> {
+    rustix::fs::chmod(proc_path(pinned), Mode::from_raw_mode(mode)).map_err(io::Error::from)
 }
 
 /// Pins `name` inside `dir` without following or opening it (`O_PATH | O_NOFOLLOW`).
-pub(super) fn pin(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+pub fn pin(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(io::Error::from)
 }
 
 /// `/proc/self/fd/N`: resolves to the inode `fd` pins, whatever is at its path now.
-pub(super) fn proc_path(fd: &OwnedFd) -> CString {
+pub(super) fn proc_path(fd: &impl AsRawFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
 }

@@ -18,7 +18,7 @@ mod stat;
 mod xattr;
 
 pub use dir::{DirEntry, DirReader, EntryType};
-pub use fallback::{force_fallbacks, Fallbacks};
+pub use fallback::{force_fallbacks, pin, Fallbacks};
 pub use open::{open_dir_at, open_root, raise_fd_limit};
 pub use stat::{stat_at, stat_fd, FileKind, Stat};
 pub use xattr::{get_xattr, set_xattr};
@@ -35,6 +35,9 @@ pub enum Target<'a> {
     At(BorrowedFd<'a>, &'a CStr),
     /// The open file itself.
     Fd(BorrowedFd<'a>),
+    /// The inode an `O_PATH | O_NOFOLLOW` descriptor pins (see [`pin`]): whatever is
+    /// renamed over its name afterwards, this is the inode that changes.
+    Pinned(BorrowedFd<'a>),
 }
 
 /// Sets the group of `target`, leaving the owner untouched (`chown(path, -1, gid)`).
@@ -46,6 +49,9 @@ pub fn chown_group(target: Target<'_>, gid: u32) -> io::Result<()> {
             rustix::fs::chownat(dir, name, None, gid, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
         }
         Target::Fd(fd) => rustix::fs::fchown(fd, None, gid),
+        Target::Pinned(fd) => {
+            rustix::fs::chownat(fd, c"", None, gid, rustix::fs::AtFlags::EMPTY_PATH)
+        }
     }
     .map_err(io::Error::from)
 }
@@ -58,6 +64,7 @@ pub fn chmod(target: Target<'_>, mode: u32) -> io::Result<()> {
         Target::Fd(fd) => {
             rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(mode)).map_err(io::Error::from)
         }
+        Target::Pinned(fd) => fallback::chmod_pinned(fd, mode),
     }
 }
 

@@ -25,6 +25,10 @@ struct XattrArgs {
 pub fn get_xattr(target: Target<'_>, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     match target {
         Target::Fd(fd) => rustix::fs::fgetxattr(fd, attr, buf).map_err(io::Error::from),
+        // fgetxattr fails on an O_PATH descriptor; its /proc/self/fd path does not.
+        Target::Pinned(fd) => {
+            rustix::fs::getxattr(proc_path(&fd).as_c_str(), attr, buf).map_err(io::Error::from)
+        }
         Target::At(dir, name) => {
             if native(xattrat_flag()) {
                 let mut args = XattrArgs {
@@ -49,6 +53,10 @@ pub fn set_xattr(target: Target<'_>, attr: &CStr, value: &[u8]) -> io::Result<()
     match target {
         Target::Fd(fd) => {
             rustix::fs::fsetxattr(fd, attr, value, XattrFlags::empty()).map_err(io::Error::from)
+        }
+        Target::Pinned(fd) => {
+            rustix::fs::setxattr(proc_path(&fd).as_c_str(), attr, value, XattrFlags::empty())
+                .map_err(io::Error::from)
         }
         Target::At(dir, name) => {
             if native(xattrat_flag()) {

@@ -1,0 +1,456 @@
+//! The walk must not stop at depth or width (issue 2, item 3): a tree 10,000 levels deep
+//! (far past PATH_MAX, so built and checked with `mkdirat`/`openat` relative to descriptors),
+//! the same tree under a low descriptor limit (`RLIMIT_NOFILE` 256: the pass must budget its
+//! descriptors, not fail with EMFILE), a directory of 1,000,000 entries, and a peak memory
+//! bound: the child's maximum RSS on a tree of over 1,000,000 entries stays under 64 MiB.
+//!
+//! Everything runs on tmpfs: the trees are created with a few threads directly through
+//! `openat(O_CREAT)` so that building a million entries takes seconds, not minutes. The issue
+//! asks for 2,000,000 inodes under 64 MiB; a million keeps this test within CI time (each
+//! tmpfs inode costs about a kilobyte of RAM and a few microseconds to create), and memory
+//! that does not grow with the tree is just as visible at a million as at two.
+
+mod common;
+use common::*;
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const FS_GROUP: u32 = 2000;
+const DEPTH: usize = 10_000;
+const MILLION: usize = 1_000_000;
+const MAX_RSS: u64 = 64 << 20;
+
+/// The big trees are built and walked one at a time: two million-entry tests side by side
+/// on a 2-core CI machine take longer together than one after the other.
+static ONE_BIG_TREE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn big_tree_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_BIG_TREE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn open_dir(at: impl AsFd, name: &str) -> OwnedFd {
+    rustix::fs::openat(
+        at,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap_or_else(|e| panic!("open {name}: {e}"))
+}
+
+/// `DEPTH` nested directories `d/d/d/...` under `root`, each also holding one file `f`;
+/// built one level at a time from the previous level's descriptor.
+fn build_deep(root: &Path) {
+    let mut fd = open_dir(rustix::fs::CWD, root.to_str().unwrap());
+    for _ in 0..DEPTH {
+        rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).expect("mkdirat");
+        create(&fd, "f");
+        fd = open_dir(&fd, "d");
+    }
+}
+
+fn create(dir: &OwnedFd, name: &str) {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::EXCL,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap_or_else(|e| panic!("create {name}: {e}"));
+}
+
+/// Checks every level of the deep tree, descriptor-relative: each directory 02775 and each
+/// file 0664, all with group fsGroup.
+fn check_deep(root: &Path) {
+    let mut fd = open_dir(rustix::fs::CWD, root.to_str().unwrap());
+    for level in 0..DEPTH {
+        for (name, want) in [("d", 0o2775), ("f", 0o664)] {
+            let st = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+            assert_eq!(
+                (st.st_gid, st.st_mode & 0o7777),
+                (FS_GROUP, want),
+                "level {level}: {name} has gid {} mode {:o}",
+                st.st_gid,
+                st.st_mode & 0o7777
+            );
+        }
+        fd = open_dir(&fd, "d");
+    }
+}
+
+/// A finished `volsec apply` run: exit code, JSON report, and the child's own peak RSS.
+struct Run {
+    code: i32,
+    report: serde_json::Value,
+    /// The child's peak RSS after exec (`VmHWM` of its own address space), sampled every
+    /// few milliseconds while it runs. `wait4`'s `ru_maxrss` is not used for the bound: it
+    /// also counts the address space the child had before `exec`, which is a copy of (or, for
+    /// a vfork-style spawn, is) the test process, tens of MiB that are not volsec's.
+    max_rss: u64,
+    /// How many samples were taken (a pass too short to sample proves nothing).
+    samples: u32,
+    elapsed: Duration,
+}
+
+/// `VmHWM` of `pid` in bytes, once it has exec'd volsec (`None` before, or once it exited).
+fn vm_hwm(pid: libc::pid_t, exe: &Path) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    if std::fs::read_link(format!("/proc/{pid}/exe")).ok()? != exe {
+        return None;
+    }
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
+/// Runs `volsec apply --fs-group 2000 --output json PATH`, optionally with a
+/// `RLIMIT_NOFILE` of `nofile` (soft and hard, so volsec cannot raise it), and collects the
+/// child's rusage with `wait4`.
+// The child is reaped by wait4 (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn apply(path: &Path, nofile: Option<u64>, timeout: Duration) -> Run {
+    let mut cmd = volsec();
+    cmd.args([
+        "apply",
+        "--fs-group",
+        &FS_GROUP.to_string(),
+        "--output",
+        "json",
+    ])
+    .arg(path)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if let Some(n) = nofile {
+        // SAFETY: only async-signal-safe setrlimit between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn volsec");
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buf).unwrap();
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buf).unwrap();
+        buf
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is a valid out-parameter.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; pointers are valid.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let _ = tx.send((r, status, usage));
+    });
+    let exe = Path::new(env!("CARGO_BIN_EXE_volsec"));
+    let (mut max_rss, mut samples) = (0, 0);
+    let (r, status) = loop {
+        match rx.recv_timeout(Duration::from_millis(2)) {
+            Ok((r, status, _usage)) => break (r, status),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(hwm) = vm_hwm(pid, exe) {
+                    max_rss = max_rss.max(hwm);
+                    samples += 1;
+                }
+                if started.elapsed() > timeout {
+                    // SAFETY: kill(2) of the child this test started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    panic!(
+                        "volsec apply {} did not finish in {timeout:?}",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) => panic!("wait4 thread: {e}"),
+        }
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    let stdout = out.join().unwrap();
+    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    assert!(
+        libc::WIFEXITED(status),
+        "volsec was killed by signal {} (stack overflow?); stderr: {stderr}",
+        libc::WTERMSIG(status)
+    );
+    let report = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stdout: {}; stderr: {stderr}",
+            String::from_utf8_lossy(&stdout)
+        )
+    });
+    Run {
+        code: libc::WEXITSTATUS(status),
+        report,
+        max_rss,
+        samples,
+        elapsed,
+    }
+}
+
+fn count(report: &serde_json::Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
+}
+
+/// A short view of a report for assertion messages (the error list can be long).
+fn summary(report: &serde_json::Value) -> String {
+    let errors = report["errors"].as_array().map_or(0, Vec::len);
+    format!(
+        "visited {} changed {} failed {} vanished {} outcome {} elapsed_ms {}; first errors: {}",
+        report["visited"],
+        report["changed"],
+        report["failed"],
+        report["vanished"],
+        report["outcome"],
+        report["elapsed_ms"],
+        serde_json::to_string(
+            &report["errors"]
+                .as_array()
+                .map(|e| e.iter().take(3).collect::<Vec<_>>())
+        )
+        .unwrap()
+            + &format!(" ({errors} listed)")
+    )
+}
+
+/// Creates `files` empty files (or subdirectories) in each of `dirs`, spread over a few
+/// threads (`mknodat`/`mkdirat`: no descriptor to open and close). `dirs` are open
+/// descriptors; names are `f0`, `f1`, ...
+fn create_files(dirs: &[OwnedFd], files: usize) {
+    create_entries(dirs, files, false)
+}
+
+fn create_entries(dirs: &[OwnedFd], files: usize, as_dirs: bool) {
+    let threads = 4;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let mut name = String::new();
+                for (d, dir) in dirs.iter().enumerate() {
+                    for i in ((t + d) % threads..files).step_by(threads) {
+                        name.clear();
+                        std::fmt::Write::write_fmt(&mut name, format_args!("f{i}")).unwrap();
+                        let made = if as_dirs {
+                            rustix::fs::mkdirat(dir, name.as_str(), Mode::from_raw_mode(0o755))
+                        } else {
+                            rustix::fs::mknodat(
+                                dir,
+                                name.as_str(),
+                                rustix::fs::FileType::RegularFile,
+                                Mode::from_raw_mode(0o644),
+                                0,
+                            )
+                        };
+                        made.unwrap_or_else(|e| panic!("create {name}: {e}"));
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn ten_thousand_levels_deep() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    build_deep(&vol);
+
+    let run = apply(&vol, None, Duration::from_secs(120));
+
+    assert_eq!(run.code, 0, "{}", summary(&run.report));
+    assert_eq!(
+        count(&run.report, "visited"),
+        2 * DEPTH as u64 + 1,
+        "every directory and file, and the root: {}",
+        summary(&run.report)
+    );
+    check_deep(&vol);
+    assert_eq!(gid_mode(&vol), (FS_GROUP, 0o2775), "the root, last");
+    eprintln!(
+        "10,000 levels: {:?}, max RSS {} KiB",
+        run.elapsed,
+        run.max_rss >> 10
+    );
+}
+
+#[test]
+fn ten_thousand_levels_deep_with_256_descriptors() {
+    // A hard limit of 256 that volsec cannot raise: the walk has to close and reopen
+    // directories (or otherwise budget descriptors) rather than hold one per level.
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    build_deep(&vol);
+
+    let run = apply(&vol, Some(256), Duration::from_secs(120));
+
+    assert_eq!(
+        (run.code, count(&run.report, "failed")),
+        (0, 0),
+        "with RLIMIT_NOFILE 256 the pass must still complete: {}",
+        summary(&run.report)
+    );
+    check_deep(&vol);
+    assert_eq!(gid_mode(&vol), (FS_GROUP, 0o2775), "the root, last");
+}
+
+#[test]
+fn a_million_entries_in_one_directory() {
+    let _turn = big_tree_turn();
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    let big = vol.join("big");
+    mkdir(&big, 0o755);
+    let started = Instant::now();
+    create_files(&[open_dir(rustix::fs::CWD, big.to_str().unwrap())], MILLION);
+    let created = started.elapsed();
+
+    let run = apply(&vol, None, Duration::from_secs(300));
+
+    assert_eq!(run.code, 0, "{}", summary(&run.report));
+    assert_eq!(
+        count(&run.report, "visited"),
+        MILLION as u64 + 2,
+        "a million files, their directory and the root: {}",
+        summary(&run.report)
+    );
+    assert_eq!(
+        count(&run.report, "changed"),
+        MILLION as u64 + 2,
+        "{}",
+        summary(&run.report)
+    );
+    for i in [0, 1, 499_999, 999_999] {
+        assert_eq!(
+            gid_mode(&big.join(format!("f{i}"))),
+            (FS_GROUP, 0o664),
+            "f{i}"
+        );
+    }
+    assert_eq!(gid_mode(&big), (FS_GROUP, 0o2775));
+    assert!(
+        run.samples > 10,
+        "the pass was too short to sample its memory"
+    );
+    assert!(
+        run.max_rss < MAX_RSS,
+        "peak RSS {} MiB on a directory of a million entries (limit 64 MiB)",
+        run.max_rss >> 20
+    );
+    eprintln!(
+        "1,000,000 entries: created in {created:?}, pass {:?}, max RSS {} KiB",
+        run.elapsed,
+        run.max_rss >> 10
+    );
+}
+
+#[test]
+fn peak_rss_on_a_wide_and_deep_tree() {
+    let _turn = big_tree_turn();
+    // 1,000 directories chained 1,000 deep, with 1,000 files at every level: 1,001,000
+    // entries, as wide as it is deep.
+    const LEVELS: usize = 1_000;
+    const PER_LEVEL: usize = 1_000;
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    let mut dirs = Vec::with_capacity(LEVELS);
+    let mut fd = open_dir(rustix::fs::CWD, vol.to_str().unwrap());
+    for _ in 0..LEVELS {
+        rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).expect("mkdirat");
+        fd = open_dir(&fd, "d");
+        dirs.push(open_dir(&fd, "."));
+    }
+    drop(fd);
+    let started = Instant::now();
+    create_files(&dirs, PER_LEVEL);
+    drop(dirs);
+    let created = started.elapsed();
+    let entries = (LEVELS * (PER_LEVEL + 1)) as u64;
+
+    let run = apply(&vol, None, Duration::from_secs(300));
+
+    assert_eq!(run.code, 0, "{}", summary(&run.report));
+    assert_eq!(
+        count(&run.report, "visited"),
+        entries + 1,
+        "{}",
+        summary(&run.report)
+    );
+    assert!(
+        run.samples > 10,
+        "the pass was too short to sample its memory"
+    );
+    assert!(
+        run.max_rss < MAX_RSS,
+        "peak RSS {} MiB on {entries} entries (limit 64 MiB)",
+        run.max_rss >> 20
+    );
+    eprintln!(
+        "{entries} entries, wide and deep: created in {created:?}, pass {:?}, max RSS {} KiB",
+        run.elapsed,
+        run.max_rss >> 10
+    );
+}
+
+#[test]
+fn a_hundred_thousand_subdirectories_in_one_directory() {
+    let _turn = big_tree_turn();
+    // Subdirectories are queued, unlike files: the queue must not hold one task per
+    // subdirectory of a wide directory (measured flat: ~7 MiB at 100,000 and at 300,000).
+    let n = 100_000;
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    let started = Instant::now();
+    create_entries(&[open_dir(rustix::fs::CWD, vol.to_str().unwrap())], n, true);
+    let created = started.elapsed();
+
+    let run = apply(&vol, None, Duration::from_secs(300));
+
+    assert_eq!(run.code, 0, "{}", summary(&run.report));
+    assert_eq!(
+        count(&run.report, "visited"),
+        n as u64 + 1,
+        "{}",
+        summary(&run.report)
+    );
+    eprintln!(
+        "{n} subdirectories: created in {created:?}, pass {:?}, max RSS {} KiB",
+        run.elapsed,
+        run.max_rss >> 10
+    );
+    assert!(
+        run.samples > 10,
+        "the pass was too short to sample its memory"
+    );
+    assert!(
+        run.max_rss < MAX_RSS,
+        "peak RSS {} MiB on a directory of {n} subdirectories (limit 64 MiB)",
+        run.max_rss >> 20
+    );
+}
