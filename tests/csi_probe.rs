@@ -52,6 +52,7 @@ async fn a_slow_driver_times_out() {
         Behaviour {
             volume_mount_group: true,
             delay: Duration::from_secs(30),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -133,4 +134,25 @@ async fn a_grpc_server_without_the_node_service() {
         "{err}"
     );
     server.abort();
+}
+
+#[tokio::test]
+async fn names_the_driver_when_it_serves_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("csi.sock");
+    let driver = FakeDriver::start(
+        &sock,
+        Behaviour {
+            name: Some("block.csi.example.com".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let caps = probe(&sock, QUICK).await.unwrap();
+    assert_eq!(caps.driver.as_deref(), Some("block.csi.example.com"));
+    driver.stop().await;
+    let bare = dir.path().join("bare.sock");
+    let driver = FakeDriver::start(&bare, Behaviour::default()).unwrap();
+    assert_eq!(probe(&bare, QUICK).await.unwrap().driver, None);
+    driver.stop().await;
 }

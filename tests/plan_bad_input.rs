@@ -203,3 +203,49 @@ fn apply_with_bad_input_walks_nothing() {
         before
     );
 }
+
+#[test]
+fn selinux_fields() {
+    let e = refused(&[
+        "--pod",
+        "@bad/bad-level.yaml",
+        "--volume",
+        "data",
+        "--selinux-enabled",
+    ]);
+    assert!(
+        e.contains(
+            "field spec.containers[\"app\"].securityContext.seLinuxOptions: seLinuxOptions.level"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("expected a level such as s0:c123,c456"), "{e}");
+    let e = refused(&[
+        "--pod",
+        "@bad/bad-selinux-change-policy.yaml",
+        "--volume",
+        "data",
+    ]);
+    assert!(
+        e.contains("field spec.securityContext.seLinuxChangePolicy: \"Sometimes\" is not a policy; expected MountOption or Recursive"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_fs_group_policy() {
+    let e = refused(&[
+        "--pod",
+        "@pods/on-root-mismatch.yaml",
+        "--volume",
+        "data",
+        "--pv",
+        "@pv/rwo.yaml",
+        "--csidriver",
+        "@bad/bad-fs-group-policy.yaml",
+    ]);
+    assert!(
+        e.contains("bad/bad-fs-group-policy.yaml: field spec.fsGroupPolicy: \"Files\" is not a policy; expected File, None or ReadWriteOnceWithFSType"),
+        "{e}"
+    );
+}

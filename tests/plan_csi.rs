@@ -103,6 +103,7 @@ async fn probe_failures_refuse_the_plan() {
         Behaviour {
             volume_mount_group: true,
             delay: Duration::from_secs(30),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -159,4 +160,56 @@ async fn apply_leaves_a_delegated_volume_alone() {
         before
     );
     driver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_socket_must_be_the_volume_s_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let right = dir.path().join("right.sock");
+    let wrong = dir.path().join("wrong.sock");
+    let behaviour = |name: &str| Behaviour {
+        volume_mount_group: true,
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    let a = FakeDriver::start(&right, behaviour("block.csi.example.com")).unwrap();
+    let b = FakeDriver::start(&wrong, behaviour("nfs.csi.k8s.io")).unwrap();
+    let p = json(&plan_with_socket(&right, &[]).await);
+    assert_eq!(p["ownership"]["action"], "delegate");
+    let out = plan_with_socket(&wrong, &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wrong.sock: the socket belongs to driver \"nfs.csi.k8s.io\" (Identity/GetPluginInfo), but volume \"data\" uses driver \"block.csi.example.com\""),
+        "{err}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_csi_volume_does_not_ask_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.sock");
+    let mut cmd = volsec();
+    cmd.args([
+        "plan",
+        "--output",
+        "json",
+        "--volume",
+        "sec-ctx-vol",
+        "--pod",
+    ])
+    .arg(fixture("pods/security-context.yaml"))
+    .arg("--csi-socket")
+    .arg(&missing);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let p = json(&out);
+    assert_eq!(p["csi_volume_mount_group"], Value::Null);
+    assert!(p["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("was not asked: volume \"sec-ctx-vol\" is not a CSI volume"));
 }

@@ -537,3 +537,47 @@ fn text_output_explains_both_decisions() {
     );
     assert!(text.contains("  why: "), "{text}");
 }
+
+#[test]
+fn only_privileged_containers_get_no_relabel() {
+    let p = selinux_plan(
+        "pods/privileged-only.yaml",
+        "@pv/rwo.yaml",
+        "@csidriver/rwo-fstype.yaml",
+        &[],
+    );
+    assert_eq!(action(&p, "selinux"), "none");
+    assert!(reason(&p, "selinux")
+        .contains("is privileged, for which the container runtime does not relabel"));
+    // With -o context= the mount labels it anyway, and the warning says what that means.
+    let m = selinux_plan(
+        "pods/privileged-only.yaml",
+        "@pv/rwop.yaml",
+        "@csidriver/rwo-fstype.yaml",
+        &[],
+    );
+    assert_eq!(action(&m, "selinux"), "mount_option");
+    assert!(warnings(&m)
+        .iter()
+        .any(|w| w.contains("\"node-agent\" is privileged")));
+}
+
+#[test]
+fn unused_volumes_and_raw_block_devices_get_nothing() {
+    let spare = plan(
+        "pods/unused-and-block.yaml",
+        "spare",
+        &["--selinux-enabled"],
+    );
+    assert_eq!(action(&spare, "ownership"), "unsupported");
+    assert!(reason(&spare, "ownership").contains("no container of the pod uses volume \"spare\""));
+    assert_eq!(action(&spare, "selinux"), "none");
+    let block = plan(
+        "pods/unused-and-block.yaml",
+        "data",
+        &["--pv", "@pv/rwo.yaml", "--selinux-enabled"],
+    );
+    assert_eq!(action(&block, "ownership"), "unsupported");
+    assert!(reason(&block, "ownership").contains("raw block device"));
+    assert_eq!(action(&block, "selinux"), "none");
+}

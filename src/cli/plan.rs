@@ -3,6 +3,7 @@
 use super::apply::RunArgs;
 use super::output::Format;
 use super::EXIT_OK;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use volsec::plan::gates::{FeatureGates, KubeVersion};
@@ -10,26 +11,31 @@ use volsec::plan::identity::ImageAccounts;
 use volsec::plan::{self, manifest, DecideError, Input, Inputs, NodeFacts, Plan};
 use volsec::selinux::Context;
 
+/// The long help: what the answers mean, and examples. (The one-line summary is the
+/// subcommand's, in `cli/mod.rs`.)
+const LONG_HELP: &str = "\
+Ownership: none (no fsGroup), delegate (the CSI driver has VOLUME_MOUNT_GROUP and gets fsGroup
+as volume_mount_group), unsupported (fsGroupPolicy None, read-only, no fsType, access modes, or
+a plugin that never changes ownership), recursive (walk, with fsGroupChangePolicy), or skip
+(OnRootMismatch, and --path shows a root that already matches).
+SELinux: none, mount_option (kubelet mounts with context=\"...\"), or relabel.
+Every answer comes with its reason. Nothing is changed.
+
+Exit status: 0 a plan was made, 2 bad input (one sentence naming the file and the field).
+
+Examples:
+  volsec plan --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml
+  volsec plan --pod pod.yaml --volume data --pv pv.yaml \\
+      --csi-socket /var/lib/kubelet/plugins/ebs.csi.aws.com/csi.sock --selinux-enabled
+  volsec plan --pod pod.yaml --volume data --pv pv.yaml --feature-gates SELinuxMount=true \\
+      --kubernetes-version 1.33 --output json
+  volsec plan --pod pod.yaml --volume data --image-root /run/image/rootfs --path /mnt/data
+  volsec apply --pod pod.yaml --volume data --pv pv.yaml /mnt/data";
+
 /// Decide, as kubelet does, who applies fsGroup to a pod's volume and how its SELinux label
 /// gets there, and say why.
-///
-/// Ownership: `none` (no fsGroup), `delegate` (the CSI driver has VOLUME_MOUNT_GROUP and
-/// gets fsGroup as volume_mount_group), `unsupported` (fsGroupPolicy None, read-only, no
-/// fsType, access modes, or a plugin that never changes ownership), `recursive` (walk,
-/// with fsGroupChangePolicy), or `skip` (OnRootMismatch and --path shows a matching root).
-/// SELinux: `none`, `mount_option` (kubelet mounts with context="..."), or `relabel`.
-///
-/// Nothing is changed. Exit status: 0 a plan was made, 2 bad input.
-///
-/// Examples:
-///   volsec plan --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml
-///   volsec plan --pod pod.yaml --volume data --pv pv.yaml \
-///       --csi-socket /var/lib/kubelet/plugins/ebs.csi.aws.com/csi.sock --selinux-enabled
-///   volsec plan --pod pod.yaml --volume data --pv pv.yaml --feature-gates SELinuxMount=true \
-///       --kubernetes-version 1.33 --output json
-///   volsec plan --pod pod.yaml --volume data --image-root /run/image/rootfs --path /mnt/data
 #[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(after_long_help = LONG_HELP)]
 #[command(mut_arg("pod", |a| a.required(true)), mut_arg("volume", |a| a.required(true)))]
 pub struct Args {
     #[command(flatten)]
@@ -123,8 +129,8 @@ pub fn apply(args: &PodArgs, path: &Path, run: &RunArgs) -> u8 {
         Err(e) => return super::apply::refuse(&e),
     };
     if run.output == Format::Text {
-        print_text(&plan);
-        println!();
+        emit(&render_text(&plan));
+        emit("\n");
     }
     match plan.job() {
         Some(job) => super::apply::execute(path, &job, run),
@@ -188,23 +194,11 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
         })?),
         None => None,
     };
-    let volume_mount_group = match &args.csi_socket {
-        Some(sock) => {
-            let secs = args.csi_timeout.unwrap_or(5.0);
-            let timeout = Duration::try_from_secs_f64(secs)
-                .map_err(|_| format!("--csi-timeout: {secs} is not a duration in seconds"))?;
-            Some(
-                volsec::csi::probe::probe_blocking(sock, timeout)
-                    .map_err(|e| e.to_string())?
-                    .volume_mount_group,
-            )
-        }
-        None => None,
-    };
-    let node = NodeFacts {
+    let timeout = csi_timeout(args)?;
+    let mut node = NodeFacts {
         selinux_enabled: args.selinux_enabled,
         gates,
-        volume_mount_group,
+        volume_mount_group: None,
         container_file_defaults,
         image,
     };
@@ -214,7 +208,37 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
         pv: pv.as_ref(),
         csi_driver: driver.as_ref(),
     };
-    plan::decide(&inputs, &node).map_err(|e| name_file(args, &e))
+    let decide = |node: &NodeFacts| plan::decide(&inputs, node).map_err(|e| name_file(args, &e));
+    let plan = decide(&node)?;
+    let Some(sock) = &args.csi_socket else {
+        return Ok(plan);
+    };
+    // Only a CSI volume's driver is asked, and only once the manifests are known good.
+    let Some(volume_driver) = plan.volume.driver.clone() else {
+        let mut plan = plan;
+        plan.warnings.push(format!(
+            "--csi-socket {} was not asked: volume {:?} is not a CSI volume",
+            sock.display(),
+            plan.volume.name
+        ));
+        return Ok(plan);
+    };
+    let caps = volsec::csi::probe::probe_blocking(sock, timeout).map_err(|e| e.to_string())?;
+    if let Some(name) = caps.driver.filter(|n| *n != volume_driver) {
+        return Err(format!(
+            "--csi-socket {}: the socket belongs to driver {name:?} (Identity/GetPluginInfo), but volume {:?} uses driver {volume_driver:?}",
+            sock.display(),
+            plan.volume.name
+        ));
+    }
+    node.volume_mount_group = Some(caps.volume_mount_group);
+    decide(&node)
+}
+
+fn csi_timeout(args: &PodArgs) -> Result<Duration, String> {
+    let secs = args.csi_timeout.unwrap_or(5.0);
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("--csi-timeout: {secs} is not a duration in seconds"))
 }
 
 fn name_file(args: &PodArgs, e: &DecideError) -> String {
@@ -231,15 +255,22 @@ fn name_file(args: &PodArgs, e: &DecideError) -> String {
 
 fn print_plan(plan: &Plan, format: Format) {
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(plan).expect("a plan serializes")
-        ),
-        Format::Text => print_text(plan),
+        Format::Json => {
+            let json = serde_json::to_string_pretty(plan).expect("a plan serializes");
+            emit(&format!("{json}\n"));
+        }
+        Format::Text => emit(&render_text(plan)),
     }
 }
 
-fn print_text(p: &Plan) {
+/// Writes to stdout; a closed pipe (`volsec plan | head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn render_text(p: &Plan) -> String {
+    let mut out = String::new();
     let v = &p.volume;
     let source = match (&v.claim_name, &v.persistent_volume) {
         (Some(c), Some(pv)) => format!("{} {c} -> PersistentVolume {pv}, {}", v.source, v.plugin),
@@ -250,8 +281,9 @@ fn print_text(p: &Plan) {
         .as_deref()
         .map(|d| format!(" driver {d}"))
         .unwrap_or_default();
-    println!(
-        "pod {}, volume {} ({source}{driver}), Kubernetes {}, SELinux {}",
+    let _ = writeln!(
+        out,
+        "pod {}, volume {}, Kubernetes {}, SELinux {}",
         p.pod,
         v.name,
         p.kubernetes_version,
@@ -261,6 +293,17 @@ fn print_text(p: &Plan) {
             "disabled"
         }
     );
+    let mut facts = vec![format!("{source}{driver}")];
+    if !v.fs_type.is_empty() {
+        facts.push(format!("fsType {}", v.fs_type));
+    }
+    if let Some(modes) = &v.access_modes {
+        facts.push(format!("[{}]", modes.join(", ")));
+    }
+    if v.read_only {
+        facts.push("read-only".into());
+    }
+    wrap(&mut out, "  volume: ", &facts.join(", "));
     let o = &p.ownership;
     let detail = match (&o.volume_mount_group, o.fs_group, o.change_policy) {
         (Some(g), _, _) => format!(" (volume_mount_group \"{g}\")"),
@@ -271,17 +314,17 @@ fn print_text(p: &Plan) {
         (None, Some(g), None) => format!(" (fsGroup {g})"),
         _ => String::new(),
     };
-    println!("ownership: {}{detail}", action_name(&o.action));
-    println!("  why: {}", o.reason);
+    let _ = writeln!(out, "ownership: {}{detail}", action_name(&o.action));
+    wrap(&mut out, "  why: ", &o.reason);
     let s = &p.selinux;
     let detail = match (&s.mount_option, &s.label) {
         (Some(m), _) => format!(" ({m})"),
         (None, Some(l)) => format!(" ({l})"),
         _ => String::new(),
     };
-    println!("selinux: {}{detail}", action_name(&s.action));
-    println!("  why: {}", s.reason);
-    println!("containers:");
+    let _ = writeln!(out, "selinux: {}{detail}", action_name(&s.action));
+    wrap(&mut out, "  why: ", &s.reason);
+    let _ = writeln!(out, "containers:");
     for c in &p.containers {
         let show = |v: Option<i64>| v.map_or("(image)".to_string(), |v| v.to_string());
         let groups: Vec<String> = c.groups.iter().map(i64::to_string).collect();
@@ -299,7 +342,8 @@ fn print_text(p: &Plan) {
         if !c.image_groups_known {
             notes.push("Merge: the image's /etc/group may add groups (--image-root)");
         }
-        println!(
+        let _ = writeln!(
+            out,
             "  {} ({}): uid={} gid={} groups={}{}",
             c.name,
             action_name(&c.kind),
@@ -314,8 +358,30 @@ fn print_text(p: &Plan) {
         );
     }
     for w in &p.warnings {
-        println!("warning: {w}");
+        wrap(&mut out, "warning: ", w);
     }
+    out
+}
+
+/// Appends `text` after `lead`, wrapped at 100 columns, continuation lines indented.
+fn wrap(out: &mut String, lead: &str, text: &str) {
+    const WIDTH: usize = 100;
+    let indent = " ".repeat(lead.len());
+    let mut line = lead.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.len() + 1 + word.len() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = indent.clone();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    let _ = writeln!(out, "{line}");
 }
 
 /// The JSON name of an action, for the text output too.

@@ -1,14 +1,16 @@
-//! A real CSI Node server on a Unix socket, for tests and demonstrations.
+//! A real CSI Node (and Identity) server on a Unix socket, for tests and demonstrations.
 //!
 //! The probe must be proven against the wire: real HTTP/2, real gRPC framing, real socket
 //! errors. This server answers `NodeGetCapabilities` with or without VOLUME_MOUNT_GROUP,
 //! optionally after a delay; [`closed_socket`] and [`not_grpc`] give the other failures a
 //! driver socket can show (nothing listening, something else listening).
 
+use super::proto::identity_server::{Identity, IdentityServer};
 use super::proto::node_server::{Node, NodeServer};
 use super::proto::node_service_capability::{rpc, Rpc, Type as CapabilityType};
 use super::proto::{
-    NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse, NodeServiceCapability,
+    GetPluginInfoRequest, GetPluginInfoResponse, NodeGetCapabilitiesRequest,
+    NodeGetCapabilitiesResponse, NodeServiceCapability,
 };
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,9 +27,26 @@ pub struct Behaviour {
     pub volume_mount_group: bool,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// Serve the Identity service with this driver name (`None`: Node service only).
+    pub name: Option<String>,
 }
 
+#[derive(Clone)]
 struct Service(Behaviour);
+
+#[tonic::async_trait]
+impl Identity for Service {
+    async fn get_plugin_info(
+        &self,
+        _request: tonic::Request<GetPluginInfoRequest>,
+    ) -> Result<tonic::Response<GetPluginInfoResponse>, tonic::Status> {
+        Ok(tonic::Response::new(GetPluginInfoResponse {
+            name: self.0.name.clone().unwrap_or_default(),
+            vendor_version: env!("CARGO_PKG_VERSION").to_string(),
+            manifest: Default::default(),
+        }))
+    }
+}
 
 #[tonic::async_trait]
 impl Node for Service {
@@ -65,9 +84,16 @@ impl FakeDriver {
         let listener = UnixListener::bind(path)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let service = Service(behaviour);
+        let identity = service
+            .0
+            .name
+            .is_some()
+            .then(|| IdentityServer::new(service.clone()));
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .add_service(NodeServer::new(Service(behaviour)))
+                .add_optional_service(identity)
+                .add_service(NodeServer::new(service))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 })

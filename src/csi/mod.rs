@@ -3,7 +3,7 @@
 //!
 //! kubelet asks every CSI driver `NodeGetCapabilities` on its Unix socket before a mount;
 //! if the answer lists VOLUME_MOUNT_GROUP, the driver gets the fsGroup and kubelet changes
-//! no ownership. volsec asks the same question the same way ([`probe`]), and ships a real
+//! no ownership. volsec asks the same question the same way ([`probe()`]), and ships a real
 //! gRPC Node server ([`fake_driver`]) so the probe is tested against the wire, not a mock.
 
 pub mod fake_driver;

@@ -5,9 +5,10 @@
 //! its own one-sentence error, and the whole exchange is bounded by a timeout, so a plan
 //! never waits forever and never guesses.
 
+use super::proto::identity_client::IdentityClient;
 use super::proto::node_client::NodeClient;
 use super::proto::node_service_capability::{rpc, Type as CapabilityType};
-use super::proto::NodeGetCapabilitiesRequest;
+use super::proto::{GetPluginInfoRequest, NodeGetCapabilitiesRequest};
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
@@ -23,6 +24,8 @@ pub struct Capabilities {
     pub volume_mount_group: bool,
     /// Every RPC capability, by its spec name (`STAGE_UNSTAGE_VOLUME`, ...).
     pub rpc: Vec<String>,
+    /// The driver's name from `Identity/GetPluginInfo`; `None` if it does not serve it.
+    pub driver: Option<String>,
 }
 
 /// Why the driver could not be asked.
@@ -117,7 +120,7 @@ async fn ask(path: &Path) -> Result<Capabilities, ProbeError> {
             path: path.into(),
             detail: chain(&e),
         })?;
-    let response = NodeClient::new(channel)
+    let response = NodeClient::new(channel.clone())
         .node_get_capabilities(NodeGetCapabilitiesRequest {})
         .await
         .map_err(|status| status_error(path, status))?
@@ -136,11 +139,21 @@ async fn ask(path: &Path) -> Result<Capabilities, ProbeError> {
             )
         })
         .collect();
+    let driver = match IdentityClient::new(channel)
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+    {
+        Ok(info) => Some(info.into_inner().name).filter(|n| !n.is_empty()),
+        // Every driver should serve Identity, but only the Node answer is needed.
+        Err(status) if status.code() == tonic::Code::Unimplemented => None,
+        Err(status) => return Err(status_error(path, status)),
+    };
     Ok(Capabilities {
         volume_mount_group: rpc
             .iter()
             .any(|t| t == rpc::Type::VolumeMountGroup.as_str_name()),
         rpc,
+        driver,
     })
 }
 

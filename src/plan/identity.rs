@@ -118,6 +118,17 @@ pub enum ContainerKind {
     Ephemeral,
 }
 
+impl ContainerKind {
+    /// The pod spec's list, for messages: `initContainers`, ...
+    pub fn field(&self) -> &'static str {
+        match self {
+            ContainerKind::Init => "initContainers",
+            ContainerKind::Container => "containers",
+            ContainerKind::Ephemeral => "ephemeralContainers",
+        }
+    }
+}
+
 /// The identity one container's first process runs with, and what it does with the volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerIdentity {

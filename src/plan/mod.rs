@@ -9,11 +9,14 @@
 //! - [`manifest`]: reading the manifests (YAML/JSON, multi-document) with the API types.
 //! - [`gates`]: kubelet's feature gates and their defaults per release.
 //! - [`identity`]: each container's uid, gid and groups.
-//! - `decide`: the rules; `model`: the plan itself; `volume`: the plugin behind a volume.
+//! - `decide`: the entry point; `fs_group` and `labels`: the rules; `model`: the plan
+//!   itself; `volume`: the plugin behind a volume.
 
 mod decide;
+mod fs_group;
 pub mod gates;
 pub mod identity;
+mod labels;
 pub mod manifest;
 mod model;
 mod volume;
