@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use volsec::ownership::{ChangePolicy, Ownership};
 use volsec::prepare::{self, Job, Options};
-use volsec::selinux::Context;
 use volsec::walk::{Progress, WalkOptions};
 
 /// Give a volume kubelet's fsGroup ownership and/or an SELinux label, in one parallel pass.
@@ -112,7 +111,7 @@ pub fn run(args: Args) -> u8 {
     let label = match args
         .selinux_context
         .as_deref()
-        .map(Context::parse)
+        .map(super::relabel::context_from_text)
         .transpose()
     {
         Ok(label) => label,

@@ -36,20 +36,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply fsGroup ownership and/or an SELinux label to a volume, in one pass.
+    // Each subcommand's help is the doc comment of its `Args` (first line: the summary).
     Apply(apply::Args),
-    /// Apply an SELinux label recursively (the container runtime's relabel, done once).
     Relabel(relabel::Args),
-    /// Print the `-o context=` mount option for an SELinux label, as kubelet formats it.
     MountOption(mount_option::Args),
-    /// Decide, from Pod, PersistentVolume and CSIDriver manifests, who applies fsGroup and how
-    /// the SELinux label is applied.
     Plan(plan::Args),
-    /// Run the node agent: a gRPC service on a Unix socket for the volume manager.
     Serve(serve::Args),
-    /// Call a running agent by hand.
     Client(client::Args),
-    /// Build standard trees and measure volsec against serial baselines.
     Bench(bench::Args),
 }
 
@@ -65,6 +58,9 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        restore_sigpipe();
+    }
     output::init_logging();
     let code = match cli.command {
         Command::Apply(args) => apply::run(args),
@@ -76,4 +72,13 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
     };
     ExitCode::from(code)
+}
+
+/// `volsec ... | head` ends quietly, as Unix tools do, instead of panicking on a closed
+/// pipe. Not for the agent: a client hanging up must never kill it.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

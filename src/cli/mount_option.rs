@@ -6,7 +6,7 @@ use super::relabel::LabelArgs;
 use super::EXIT_OK;
 use volsec::selinux;
 
-/// The long help (`--help`): the subcommand's one-line summary lives in `cli/mod.rs`.
+/// The long help (`--help`), after the summary and the options.
 const LONG_HELP: &str = "\
 Print the mount option that gives a whole volume an SELinux label without any relabel,
 exactly as kubelet formats it: context=\"user:role:type:range\" (the label in double
@@ -22,6 +22,7 @@ Examples:
   mount -o \"$(volsec mount-option --level s0:c1,c2)\" /dev/vdb /mnt/vol
   volsec mount-option --context system_u:object_r:container_file_t:s0:c2,c1 --output json";
 
+/// Print the `-o context=` mount option for an SELinux label, exactly as kubelet formats it.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = LONG_HELP)]
 pub struct Args {

@@ -11,8 +11,7 @@ use volsec::plan::identity::ImageAccounts;
 use volsec::plan::{self, manifest, DecideError, Input, Inputs, NodeFacts, Plan};
 use volsec::selinux::Context;
 
-/// The long help: what the answers mean, and examples. (The one-line summary is the
-/// subcommand's, in `cli/mod.rs`.)
+/// The long help: what the answers mean, and examples.
 const LONG_HELP: &str = "\
 Ownership: none (no fsGroup), delegate (the CSI driver has VOLUME_MOUNT_GROUP and gets fsGroup
 as volume_mount_group), unsupported (fsGroupPolicy None, read-only, no fsType, access modes, or

@@ -6,7 +6,7 @@ use volsec::ownership::ChangePolicy;
 use volsec::prepare::Job;
 use volsec::selinux::{self, Context, SeLinuxOptions};
 
-/// The long help (`--help`): the subcommand's one-line summary lives in `cli/mod.rs`.
+/// The long help (`--help`), after the summary and the options.
 const LONG_HELP: &str = "\
 Apply an SELinux file label to a volume, recursively, the way the container runtimes do
 (go-selinux `Chcon`, containerd, CRI-O), in one parallel pass.
@@ -28,6 +28,8 @@ Examples:
   volsec relabel /data --level s0:c123,c456
   volsec relabel /mnt/usb --level s0:c1,c2 --ignore-unsupported --output json";
 
+/// Apply an SELinux label recursively: the container runtime's relabel, done once, writing
+/// only labels that differ.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = LONG_HELP)]
 pub struct Args {

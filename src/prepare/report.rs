@@ -1,7 +1,7 @@
 //! What a pass did, for people (one screen) and for machines (JSON).
 
 use super::{Job, Options};
-use crate::walk::{Failure, Progress, Root, Tally};
+use crate::walk::{lossy, Failure, Progress, Root, Tally};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,6 +18,7 @@ pub enum SkipReason {
 /// The result of one pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    #[serde(serialize_with = "lossy::path")]
     pub path: PathBuf,
     /// `complete`, `partial` (some entries failed; root left unchanged), `cancelled`, or
     /// `skipped`.
@@ -27,6 +28,7 @@ pub struct Report {
     /// The failures with their paths (capped; `failed` counts all).
     pub errors: Vec<Failure>,
     /// The nested mount points that were left alone.
+    #[serde(serialize_with = "lossy::paths")]
     pub nested_mounts: Vec<PathBuf>,
     pub skipped_reason: Option<SkipReason>,
     /// The relabel was dropped because the filesystem cannot store labels.

@@ -37,7 +37,7 @@ mod queue;
 mod root;
 mod worker;
 
-pub use progress::{Failure, Progress, Tally};
+pub use progress::{lossy, Failure, Progress, Tally};
 pub use root::{Root, RootError};
 
 use crate::sys::Stat;

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 /// One entry that could not be handled.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Failure {
+    #[serde(serialize_with = "lossy::path")]
     pub path: PathBuf,
     /// The operation that failed (`chown`, `chmod`, `open`, `setxattr`, ...).
     pub op: &'static str,
@@ -17,6 +18,21 @@ pub struct Failure {
     pub errno: String,
     /// The kernel's message, e.g. "Operation not permitted".
     pub message: String,
+}
+
+/// Paths in JSON reports. Names in a volume are the container's choice and need not be
+/// UTF-8; a report must never fail because of one, so invalid bytes become U+FFFD.
+pub mod lossy {
+    use serde::Serializer;
+    use std::path::{Path, PathBuf};
+
+    pub fn path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&path.to_string_lossy())
+    }
+
+    pub fn paths<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
+    }
 }
 
 impl Failure {
@@ -79,6 +95,7 @@ fn errno_name(e: rustix::io::Errno) -> String {
         E::NOMEM => "ENOMEM",
         E::XDEV => "EXDEV",
         E::NOSYS => "ENOSYS",
+        E::AGAIN => "EAGAIN",
         other => return format!("errno {}", other.raw_os_error()),
     };
     name.to_string()
@@ -160,16 +177,20 @@ impl Progress {
             return;
         }
         self.failed.fetch_add(1, Relaxed);
-        let mut errors = self.errors.lock().expect("lock");
-        if (errors.len() as u64) < self.max_errors.load(Relaxed) {
-            errors.push(failure);
-        }
+        self.keep(failure);
     }
 
     /// Records a failure of the root itself, which is never counted as vanished.
     pub fn fail_root(&self, failure: Failure) {
         self.failed.fetch_add(1, Relaxed);
-        self.errors.lock().expect("lock").push(failure);
+        self.keep(failure);
+    }
+
+    fn keep(&self, failure: Failure) {
+        let mut errors = self.errors.lock().expect("lock");
+        if (errors.len() as u64) < self.max_errors.load(Relaxed) {
+            errors.push(failure);
+        }
     }
 
     pub(crate) fn skip_mount(&self, path: PathBuf) {

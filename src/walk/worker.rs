@@ -182,7 +182,8 @@ impl<'r> Walk<'_, 'r> {
     /// is queued to be opened once; a second change of type is reported, not chased.
     fn reopen(&self, dir: &Arc<Dir<'r>>, name: &CStr, may_open: bool) {
         if !may_open {
-            let err = io::Error::other("changed between directory and non-directory twice");
+            // EAGAIN: the container keeps changing it; the next pass will try again.
+            let err = io::Error::from_raw_os_error(libc::EAGAIN);
             return self.fail(dir, Some(name), "stat", &err);
         }
         self.queue.push(Task::Open {
