@@ -47,6 +47,57 @@ pub fn bind_socket(path: &Path) -> io::Result<std::os::unix::net::UnixListener> 
     Ok(listener)
 }
 
+/// The listening socket systemd passed by socket activation (`volsec.socket`), if any.
+/// systemd creates it with the unit's `SocketMode=0600`; a looser mode is logged.
+pub fn inherited_socket() -> io::Result<Option<std::os::unix::net::UnixListener>> {
+    use std::os::fd::FromRawFd;
+    const SD_LISTEN_FDS_START: i32 = 3;
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count: usize = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !for_us || count == 0 {
+        return Ok(None);
+    }
+    // Not for our children.
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    if count != 1 {
+        return Err(io::Error::other(format!(
+            "systemd passed {count} sockets; volsec.socket must declare exactly one ListenStream"
+        )));
+    }
+    // SAFETY: descriptor 3 stays open for the life of the process (systemd passed it); it
+    // is only borrowed here, to check what it is before taking it.
+    let passed = unsafe { rustix::fd::BorrowedFd::borrow_raw(SD_LISTEN_FDS_START) };
+    let is_stream = rustix::net::sockopt::socket_type(passed)
+        .is_ok_and(|t| t == rustix::net::SocketType::STREAM);
+    if !is_stream {
+        return Err(io::Error::other(
+            "LISTEN_FDS is set but descriptor 3 is not a stream socket (volsec.socket must use ListenStream)",
+        ));
+    }
+    // SAFETY: a listening socket systemd handed to this process; nothing else owns it.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(SD_LISTEN_FDS_START) };
+    let addr = listener.local_addr().map_err(|e| {
+        io::Error::other(format!(
+            "the socket systemd passed is not a Unix socket: {e}"
+        ))
+    })?;
+    if let Some(path) = addr.as_pathname() {
+        let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o777);
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the socket is not 0600; peer uids are still checked (SocketMode=0600 in volsec.socket)");
+        }
+    }
+    Ok(Some(listener))
+}
+
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)

@@ -1,6 +1,9 @@
 //! Running the agent: the gRPC server on the Unix socket, the metrics and health endpoints,
 //! and the signal handling around them.
 //!
+//! The socket is the one systemd passes (socket activation, `LISTEN_FDS`) when there is
+//! one, otherwise the agent creates `--socket` itself (see [`super::security`]).
+//!
 //! SIGTERM (and SIGINT) stop new Prepare calls at once, let running jobs finish for up to
 //! `--shutdown-grace`, then cancel what is left (a cancelled pass leaves its root unchanged,
 //! so kubelet's retry on the next agent redoes it) and exit 0. SIGHUP reloads nothing: every
@@ -49,7 +52,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         roots: roots.clone(),
     };
 
-    let listener = security::bind_socket(&config.socket)?;
+    let (listener, own_socket) = match security::inherited_socket()? {
+        Some(listener) => (listener, false),
+        None => (security::bind_socket(&config.socket)?, true),
+    };
+    let socket_path = listener
+        .local_addr()?
+        .as_pathname()
+        .map_or_else(|| config.socket.clone(), ToOwned::to_owned);
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
 
@@ -74,7 +84,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grpc = tokio::spawn(grpc);
     metrics.set_ready(true);
     tracing::info!(
-        socket = %config.socket.display(),
+        socket = %socket_path.display(),
+        socket_activated = !own_socket,
         allowed_roots = %roots.describe(),
         allow_uids = ?config.allow_uids,
         max_jobs = config.limits.max_jobs,
@@ -108,7 +119,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(task) = metrics_task {
         task.abort();
     }
-    let _ = std::fs::remove_file(&config.socket);
+    if own_socket {
+        // A socket systemd passed stays: systemd owns it and starts the next agent on it.
+        let _ = std::fs::remove_file(&socket_path);
+    }
     tracing::info!("volsec agent stopped");
     Ok(())
 }
