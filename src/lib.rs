@@ -6,7 +6,7 @@
 //!
 //! The flow, one module each:
 //! - [`sys`]: thin typed wrappers over the `*at` system calls; nothing ever follows a symlink.
-//! - [`walk`]: the parallel, descriptor-relative, post-order walk of one volume.
+//! - [`walk`]: the parallel, descriptor-relative walk of one volume, root last.
 //! - [`ownership`]: kubelet's fsGroup rules and the OnRootMismatch test.
 //! - [`selinux`]: contexts, labels, the `-o context=` mount option, refused roots.
 //! - [`prepare`]: one pass doing ownership and label together, root last.

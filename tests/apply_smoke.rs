@@ -14,8 +14,16 @@ fn apply_gives_kubelets_modes_and_leaves_symlink_targets_alone() {
     write_file(&vol.join("a/b/exe"), 0o4755);
     std::os::unix::fs::symlink(outside.join("secret"), vol.join("link")).unwrap();
 
-    let out = volsec().args(["apply", "--fs-group", "2000"]).arg(&vol).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = volsec()
+        .args(["apply", "--fs-group", "2000"])
+        .arg(&vol)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     assert_eq!(gid_mode(&vol), (2000, 0o2775));
     assert_eq!(gid_mode(&vol.join("a")), (2000, 0o2775));

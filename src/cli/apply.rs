@@ -22,6 +22,11 @@ use volsec::walk::{Progress, WalkOptions};
 ///   volsec apply --fs-group 2000 /var/lib/kubelet/pods/UID/volumes/kubernetes.io~csi/pv1/mount
 ///   volsec apply --fs-group 2000 --change-policy OnRootMismatch --output json /data
 ///   volsec apply --fs-group 2000 --selinux-context system_u:object_r:container_file_t:s0:c1,c2 /data
+///   volsec apply --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml /mnt/data
+///
+/// With --pod and --volume, `volsec plan` decides fsGroup, policy and label as kubelet does
+/// (same flags: --pv, --csidriver, --csi-socket, --selinux-enabled, --feature-gates, ...),
+/// and apply runs what the plan leaves to volsec, or says why there is nothing to do.
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -50,6 +55,10 @@ pub struct Args {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    /// Take fsGroup, policy and label from a pod's manifests (see `volsec plan`).
+    #[command(flatten)]
+    pub from_pod: super::plan::PodArgs,
 }
 
 /// Flags shared by every command that walks a volume.
@@ -94,7 +103,18 @@ impl RunArgs {
 }
 
 pub fn run(args: Args) -> u8 {
-    let label = match args.selinux_context.as_deref().map(Context::parse).transpose() {
+    if args.from_pod.pod.is_some() {
+        if args.fs_group.is_some() || args.selinux_context.is_some() || args.read_only {
+            return refuse(&"--pod decides fsGroup, read-only and the label itself: drop --fs-group, --read-only and --selinux-context");
+        }
+        return super::plan::apply(&args.from_pod, &args.path, &args.run);
+    }
+    let label = match args
+        .selinux_context
+        .as_deref()
+        .map(Context::parse)
+        .transpose()
+    {
         Ok(label) => label,
         Err(e) => return refuse(&e),
     };

@@ -23,7 +23,12 @@ pub const EXIT_REFUSED: u8 = 2;
 /// Prepares Kubernetes volumes for the pods that mount them: fsGroup ownership and SELinux
 /// labels in one parallel pass that never follows a symlink, with exactly kubelet's results.
 #[derive(Parser)]
-#[command(name = "volsec", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "volsec",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +58,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_REFUSED } else { EXIT_OK });
+            return ExitCode::from(if e.use_stderr() {
+                EXIT_REFUSED
+            } else {
+                EXIT_OK
+            });
         }
     };
     output::init_logging();

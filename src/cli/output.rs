@@ -34,19 +34,23 @@ pub fn with_progress<T>(progress: &Progress, quiet: bool, work: impl FnOnce() ->
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} {human_pos} inodes  {per_sec}  {msg}",
+            "{spinner} {elapsed_precise} {human_pos} inodes  {msg}",
         )
         .expect("valid template"),
     );
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
+            let started = std::time::Instant::now();
             while !done.load(Ordering::Relaxed) {
                 let t = progress.tally();
                 bar.set_position(t.visited);
-                if t.failed > 0 {
-                    bar.set_message(format!("{} failed", t.failed));
-                }
+                let rate = t.visited as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                let failed = match t.failed {
+                    0 => String::new(),
+                    n => format!(", {n} failed"),
+                };
+                bar.set_message(format!("{rate:.0} inodes/s{failed}"));
                 std::thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();
@@ -76,8 +80,16 @@ fn print_summary(r: &Report) {
         (None, Some(l)) => format!("label {l}"),
         (None, None) => String::new(),
     };
-    let dry = if r.dry_run { " (dry run: nothing written)" } else { "" };
-    println!("{}: {what}, policy {}{dry}", r.path.display(), r.change_policy);
+    let dry = if r.dry_run {
+        " (dry run: nothing written)"
+    } else {
+        ""
+    };
+    println!(
+        "{}: {what}, policy {}{dry}",
+        r.path.display(),
+        r.change_policy
+    );
     if let Some(reason) = r.skipped_reason {
         println!("  skipped: {}", skip_text(reason));
     }
@@ -87,7 +99,7 @@ fn print_summary(r: &Report) {
         t.visited, t.changed, t.unchanged, t.failed, t.vanished, t.skipped_mounts
     );
     println!(
-        "  {:.3} s, {} inodes/s, {} threads, outcome {}",
+        "  {:.3} s, {} inodes/s, threads: {}, outcome: {}",
         r.elapsed_ms as f64 / 1000.0,
         r.inodes_per_second,
         r.threads,
@@ -97,13 +109,19 @@ fn print_summary(r: &Report) {
         println!("  labels: the filesystem cannot store SELinux labels; relabel not needed");
     }
     for m in &r.nested_mounts {
-        println!("  nested mount skipped: {} (use --cross-mounts to enter)", m.display());
+        println!(
+            "  nested mount skipped: {} (use --cross-mounts to enter)",
+            m.display()
+        );
     }
     for e in &r.errors {
         println!("  error: {e}");
     }
     if t.failed > r.errors.len() as u64 {
-        println!("  ... and {} more failures", t.failed - r.errors.len() as u64);
+        println!(
+            "  ... and {} more failures",
+            t.failed - r.errors.len() as u64
+        );
     }
     if t.failed > 0 || r.outcome == "cancelled" {
         println!("  the root was left unchanged, so the next OnRootMismatch pass walks again");

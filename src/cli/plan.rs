@@ -1,10 +1,327 @@
-//! `volsec plan`.
+//! `volsec plan`: kubelet's decisions for one volume of a pod, explained.
 
-/// Not implemented yet.
+use super::apply::RunArgs;
+use super::output::Format;
+use super::EXIT_OK;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use volsec::plan::gates::{FeatureGates, KubeVersion};
+use volsec::plan::identity::ImageAccounts;
+use volsec::plan::{self, manifest, DecideError, Input, Inputs, NodeFacts, Plan};
+use volsec::selinux::Context;
+
+/// Decide, as kubelet does, who applies fsGroup to a pod's volume and how its SELinux label
+/// gets there, and say why.
+///
+/// Ownership: `none` (no fsGroup), `delegate` (the CSI driver has VOLUME_MOUNT_GROUP and
+/// gets fsGroup as volume_mount_group), `unsupported` (fsGroupPolicy None, read-only, no
+/// fsType, access modes, or a plugin that never changes ownership), `recursive` (walk,
+/// with fsGroupChangePolicy), or `skip` (OnRootMismatch and --path shows a matching root).
+/// SELinux: `none`, `mount_option` (kubelet mounts with context="..."), or `relabel`.
+///
+/// Nothing is changed. Exit status: 0 a plan was made, 2 bad input.
+///
+/// Examples:
+///   volsec plan --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml
+///   volsec plan --pod pod.yaml --volume data --pv pv.yaml \
+///       --csi-socket /var/lib/kubelet/plugins/ebs.csi.aws.com/csi.sock --selinux-enabled
+///   volsec plan --pod pod.yaml --volume data --pv pv.yaml --feature-gates SELinuxMount=true \
+///       --kubernetes-version 1.33 --output json
+///   volsec plan --pod pod.yaml --volume data --image-root /run/image/rootfs --path /mnt/data
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(verbatim_doc_comment)]
+#[command(mut_arg("pod", |a| a.required(true)), mut_arg("volume", |a| a.required(true)))]
+pub struct Args {
+    #[command(flatten)]
+    pub pod: PodArgs,
 
-pub fn run(_args: Args) -> u8 {
-    eprintln!("volsec: plan is not implemented yet");
-    super::EXIT_REFUSED
+    /// The volume's root directory: with OnRootMismatch, test it as kubelet does and say
+    /// `skip` when it already matches. Only read; a symlink anywhere on it is refused.
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+
+    /// Output format: a short explanation, or the JSON plan (schema in the README).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+/// The manifests and node facts a plan is made from (shared with `volsec apply --pod`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PodArgs {
+    /// The Pod manifest (YAML or JSON; in a multi-document file, its one Pod is used).
+    #[arg(long, value_name = "FILE", requires = "volume")]
+    pub pod: Option<PathBuf>,
+
+    /// The name of the volume in the pod's spec.volumes.
+    #[arg(long, value_name = "NAME", requires = "pod")]
+    pub volume: Option<String>,
+
+    /// The PersistentVolume bound to the volume's claim (persistentVolumeClaim and
+    /// ephemeral volumes need it).
+    #[arg(long, value_name = "FILE")]
+    pub pv: Option<PathBuf>,
+
+    /// The CSIDriver object of the volume's driver (fsGroupPolicy, seLinuxMount); without
+    /// it, Kubernetes' defaults apply (ReadWriteOnceWithFSType, no seLinuxMount).
+    #[arg(long, value_name = "FILE")]
+    pub csidriver: Option<PathBuf>,
+
+    /// The CSI driver's socket: ask it NodeGetCapabilities for VOLUME_MOUNT_GROUP. Without
+    /// it, the driver is assumed not to have the capability.
+    #[arg(long, value_name = "PATH")]
+    pub csi_socket: Option<PathBuf>,
+
+    /// How long to wait for the CSI driver's answer [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub csi_timeout: Option<f64>,
+
+    /// SELinux is enabled on the node (labels are applied only then).
+    #[arg(long)]
+    pub selinux_enabled: bool,
+
+    /// kubelet feature gates, as kubelet spells them: SELinuxMount=true,... Known:
+    /// SELinuxMountReadWriteOncePod, SELinuxChangePolicy, SELinuxMount,
+    /// SupplementalGroupsPolicy; the others keep the release's defaults.
+    #[arg(long, value_name = "GATES")]
+    pub feature_gates: Option<String>,
+
+    /// The node's Kubernetes release, 1.25 to 1.36; feature gates default as in it
+    /// [default: 1.36].
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+
+    /// The node's container file label defaults (user:role:type:level) [default: read from
+    /// /usr/share/containers/selinux/contexts, else the policy's lxc_contexts].
+    #[arg(long, value_name = "CONTEXT")]
+    pub selinux_defaults: Option<String>,
+
+    /// An unpacked image root: its /etc/passwd and /etc/group give the groups that
+    /// supplementalGroupsPolicy Merge adds.
+    #[arg(long, value_name = "DIR")]
+    pub image_root: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> u8 {
+    let mut plan = match make_plan(&args.pod) {
+        Ok(plan) => plan,
+        Err(e) => return super::apply::refuse(&e),
+    };
+    if let Some(path) = &args.path {
+        match volsec::walk::Root::open(path) {
+            Ok(root) => plan = plan.with_root(root.stat(), path),
+            Err(e) => return super::apply::refuse(&e),
+        }
+    }
+    print_plan(&plan, args.output);
+    EXIT_OK
+}
+
+/// `volsec apply --pod ... PATH`: makes the plan and runs what it leaves to volsec.
+pub fn apply(args: &PodArgs, path: &Path, run: &RunArgs) -> u8 {
+    let plan = match make_plan(args) {
+        Ok(plan) => plan,
+        Err(e) => return super::apply::refuse(&e),
+    };
+    if run.output == Format::Text {
+        print_text(&plan);
+        println!();
+    }
+    match plan.job() {
+        Some(job) => super::apply::execute(path, &job, run),
+        None => {
+            match run.output {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "path": path,
+                        "outcome": "nothing_to_do",
+                        "ownership": plan.ownership,
+                        "selinux": plan.selinux,
+                    }))
+                    .expect("a plan serializes")
+                ),
+                Format::Text => println!(
+                    "{}: nothing for volsec to do (see the reasons above)",
+                    path.display()
+                ),
+            }
+            EXIT_OK
+        }
+    }
+}
+
+/// Reads the manifests, gathers the node facts, and decides.
+pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
+    let (Some(pod_file), Some(volume)) = (&args.pod, &args.volume) else {
+        return Err("--pod FILE and --volume NAME are both needed to make a plan".into());
+    };
+    let version = match &args.kubernetes_version {
+        Some(v) => KubeVersion::parse(v).map_err(|e| e.to_string())?,
+        None => KubeVersion::NEWEST,
+    };
+    let gates = FeatureGates::with_overrides(version, args.feature_gates.as_deref().unwrap_or(""))
+        .map_err(|e| e.to_string())?;
+    let container_file_defaults = match &args.selinux_defaults {
+        Some(c) => Context::parse(c)
+            .map_err(|e| format!("--selinux-defaults: {e}; expected user:role:type:level"))?,
+        None => volsec::selinux::container_file_defaults(),
+    };
+    let pod = manifest::load(pod_file).map_err(|e| e.to_string())?;
+    let pv = args
+        .pv
+        .as_deref()
+        .map(manifest::load)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let driver = args
+        .csidriver
+        .as_deref()
+        .map(manifest::load)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let image = match &args.image_root {
+        Some(dir) => Some(ImageAccounts::read(dir).map_err(|e| {
+            format!(
+                "--image-root {}: cannot read the image's accounts: {e}",
+                dir.display()
+            )
+        })?),
+        None => None,
+    };
+    let volume_mount_group = match &args.csi_socket {
+        Some(sock) => {
+            let secs = args.csi_timeout.unwrap_or(5.0);
+            let timeout = Duration::try_from_secs_f64(secs)
+                .map_err(|_| format!("--csi-timeout: {secs} is not a duration in seconds"))?;
+            Some(
+                volsec::csi::probe::probe_blocking(sock, timeout)
+                    .map_err(|e| e.to_string())?
+                    .volume_mount_group,
+            )
+        }
+        None => None,
+    };
+    let node = NodeFacts {
+        selinux_enabled: args.selinux_enabled,
+        gates,
+        volume_mount_group,
+        container_file_defaults,
+        image,
+    };
+    let inputs = Inputs {
+        pod: &pod,
+        volume,
+        pv: pv.as_ref(),
+        csi_driver: driver.as_ref(),
+    };
+    plan::decide(&inputs, &node).map_err(|e| name_file(args, &e))
+}
+
+fn name_file(args: &PodArgs, e: &DecideError) -> String {
+    let file = match e.input {
+        Input::Pod => args.pod.as_ref(),
+        Input::PersistentVolume => args.pv.as_ref(),
+        Input::CsiDriver => args.csidriver.as_ref(),
+    };
+    match file {
+        Some(f) => format!("{}: {e}", f.display()),
+        None => e.to_string(),
+    }
+}
+
+fn print_plan(plan: &Plan, format: Format) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(plan).expect("a plan serializes")
+        ),
+        Format::Text => print_text(plan),
+    }
+}
+
+fn print_text(p: &Plan) {
+    let v = &p.volume;
+    let source = match (&v.claim_name, &v.persistent_volume) {
+        (Some(c), Some(pv)) => format!("{} {c} -> PersistentVolume {pv}, {}", v.source, v.plugin),
+        _ => v.plugin.clone(),
+    };
+    let driver = v
+        .driver
+        .as_deref()
+        .map(|d| format!(" driver {d}"))
+        .unwrap_or_default();
+    println!(
+        "pod {}, volume {} ({source}{driver}), Kubernetes {}, SELinux {}",
+        p.pod,
+        v.name,
+        p.kubernetes_version,
+        if p.selinux_enabled {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    );
+    let o = &p.ownership;
+    let detail = match (&o.volume_mount_group, o.fs_group, o.change_policy) {
+        (Some(g), _, _) => format!(" (volume_mount_group \"{g}\")"),
+        (None, Some(g), Some(policy)) => format!(
+            " (fsGroup {g}, {policy}{})",
+            if o.read_only { ", read-only masks" } else { "" }
+        ),
+        (None, Some(g), None) => format!(" (fsGroup {g})"),
+        _ => String::new(),
+    };
+    println!("ownership: {}{detail}", action_name(&o.action));
+    println!("  why: {}", o.reason);
+    let s = &p.selinux;
+    let detail = match (&s.mount_option, &s.label) {
+        (Some(m), _) => format!(" ({m})"),
+        (None, Some(l)) => format!(" ({l})"),
+        _ => String::new(),
+    };
+    println!("selinux: {}{detail}", action_name(&s.action));
+    println!("  why: {}", s.reason);
+    println!("containers:");
+    for c in &p.containers {
+        let show = |v: Option<i64>| v.map_or("(image)".to_string(), |v| v.to_string());
+        let groups: Vec<String> = c.groups.iter().map(i64::to_string).collect();
+        let mut notes = Vec::new();
+        if c.mounts_volume {
+            notes.push(if c.mount_read_only {
+                "mounts it read-only"
+            } else {
+                "mounts it"
+            });
+        }
+        if c.privileged {
+            notes.push("privileged");
+        }
+        if !c.image_groups_known {
+            notes.push("Merge: the image's /etc/group may add groups (--image-root)");
+        }
+        println!(
+            "  {} ({}): uid={} gid={} groups={}{}",
+            c.name,
+            action_name(&c.kind),
+            show(c.uid),
+            show(c.gid),
+            groups.join(","),
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", notes.join("; "))
+            }
+        );
+    }
+    for w in &p.warnings {
+        println!("warning: {w}");
+    }
+}
+
+/// The JSON name of an action, for the text output too.
+fn action_name<T: serde::Serialize>(action: &T) -> String {
+    serde_json::to_value(action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

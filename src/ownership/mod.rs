@@ -20,8 +20,8 @@ use serde::Serialize;
 const RW_MASK: u32 = 0o660;
 const RO_MASK: u32 = 0o440;
 const EXEC_MASK: u32 = 0o110;
-const SETUID_SETGID: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
-const SETGID: u32 = libc::S_ISGID as u32;
+const SETUID_SETGID: u32 = libc::S_ISUID | libc::S_ISGID;
+const SETGID: u32 = libc::S_ISGID;
 
 /// The fsGroup ownership a volume must end up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

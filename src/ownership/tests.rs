@@ -37,7 +37,13 @@ fn masks_are_kubelets() {
 #[test]
 fn bits_are_only_added() {
     let c = RW.changes(&stat(FileKind::File, 0o707, 2000));
-    assert_eq!(c, Changes { chown: false, chmod: Some(0o767) });
+    assert_eq!(
+        c,
+        Changes {
+            chown: false,
+            chmod: Some(0o767)
+        }
+    );
 }
 
 #[test]
@@ -50,14 +56,26 @@ fn correct_entry_needs_nothing() {
 #[test]
 fn symlink_gets_group_only() {
     let c = RW.changes(&stat(FileKind::Symlink, 0o777, 0));
-    assert_eq!(c, Changes { chown: true, chmod: None });
+    assert_eq!(
+        c,
+        Changes {
+            chown: true,
+            chmod: None
+        }
+    );
 }
 
 #[test]
 fn setuid_is_restored_after_chown() {
     // The mode is already a superset of the mask, but chown clears setuid: chmod again.
     let c = RW.changes(&stat(FileKind::File, 0o4775, 0));
-    assert_eq!(c, Changes { chown: true, chmod: Some(0o4775) });
+    assert_eq!(
+        c,
+        Changes {
+            chown: true,
+            chmod: Some(0o4775)
+        }
+    );
     // Without a chown nothing is cleared.
     assert!(RW.changes(&stat(FileKind::File, 0o4775, 2000)).is_empty());
 }
@@ -66,10 +84,19 @@ fn setuid_is_restored_after_chown() {
 fn root_test_is_kubelets() {
     assert!(RW.root_matches(&stat(FileKind::Dir, 0o2770, 2000)));
     assert!(RW.root_matches(&stat(FileKind::Dir, 0o2777, 2000)));
-    assert!(!RW.root_matches(&stat(FileKind::Dir, 0o770, 2000)), "no setgid");
-    assert!(!RW.root_matches(&stat(FileKind::Dir, 0o2760, 2000)), "no group x");
+    assert!(
+        !RW.root_matches(&stat(FileKind::Dir, 0o770, 2000)),
+        "no setgid"
+    );
+    assert!(
+        !RW.root_matches(&stat(FileKind::Dir, 0o2760, 2000)),
+        "no group x"
+    );
     assert!(!RW.root_matches(&stat(FileKind::Dir, 0o2770, 2001)), "gid");
-    assert!(!RW.root_matches(&stat(FileKind::File, 0o2770, 2000)), "not a dir");
+    assert!(
+        !RW.root_matches(&stat(FileKind::File, 0o2770, 2000)),
+        "not a dir"
+    );
     assert!(RO.root_matches(&stat(FileKind::Dir, 0o2550, 2000)));
     assert!(!RO.root_matches(&stat(FileKind::Dir, 0o2450, 2000)));
 }

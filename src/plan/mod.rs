@@ -1,1 +1,23 @@
 //! kubelet's volume decisions, from Pod, PersistentVolume and CSIDriver manifests.
+//!
+//! Before a volume is mounted for a pod, two questions have one right answer each: who
+//! applies fsGroup (nobody, the CSI driver through VOLUME_MOUNT_GROUP, or kubelet, walking
+//! or skipping on OnRootMismatch), and how the SELinux label gets there (`-o context=` at
+//! mount, a recursive relabel, or nothing). kubelet spreads that decision over five files;
+//! here it is [`decide`], a pure function whose [`Plan`] says what and why.
+//!
+//! - [`manifest`]: reading the manifests (YAML/JSON, multi-document) with the API types.
+//! - [`gates`]: kubelet's feature gates and their defaults per release.
+//! - [`identity`]: each container's uid, gid and groups.
+//! - `decide`: the rules; `model`: the plan itself; `volume`: the plugin behind a volume.
+
+mod decide;
+pub mod gates;
+pub mod identity;
+pub mod manifest;
+mod model;
+mod volume;
+
+pub use decide::{decide, identities, DecideError, Input, Inputs, NodeFacts};
+pub use model::{OwnershipAction, OwnershipPlan, Plan, SeLinuxAction, SeLinuxPlan};
+pub use volume::VolumeInfo;

@@ -46,7 +46,10 @@ impl PassVisitor {
     }
 
     fn ownership(&self, own: &Ownership, entry: &Entry<'_>) -> Result<bool, OpError> {
-        let changes = own.changes(entry.stat);
+        let stat = entry
+            .stat
+            .expect("needs_stat() asks for every entry's attributes");
+        let changes = own.changes(stat);
         if changes.is_empty() {
             return Ok(false);
         }
@@ -74,6 +77,11 @@ impl PassVisitor {
 }
 
 impl Visitor for PassVisitor {
+    /// Ownership needs each entry's group and mode; a relabel only its label.
+    fn needs_stat(&self) -> bool {
+        self.ownership.is_some()
+    }
+
     fn visit(&self, entry: &Entry<'_>) -> Result<Visited, OpError> {
         let mut changed = false;
         if let Some(own) = &self.ownership {

@@ -55,8 +55,9 @@ pub fn chown_group(target: Target<'_>, gid: u32) -> io::Result<()> {
 pub fn chmod(target: Target<'_>, mode: u32) -> io::Result<()> {
     match target {
         Target::At(dir, name) => fallback::chmod_at_nofollow(dir, name, mode),
-        Target::Fd(fd) => rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(mode))
-            .map_err(io::Error::from),
+        Target::Fd(fd) => {
+            rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(mode)).map_err(io::Error::from)
+        }
     }
 }
 

@@ -25,7 +25,13 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
 /// (`openat2` with `RESOLVE_NO_SYMLINKS`; on kernels before 5.6, one `O_NOFOLLOW` open per
 /// component). A symlink anywhere on the way fails with `ELOOP`.
 pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
-    match rustix::fs::openat2(CWD, path, DIR_FLAGS, Mode::empty(), ResolveFlags::NO_SYMLINKS) {
+    match rustix::fs::openat2(
+        CWD,
+        path,
+        DIR_FLAGS,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    ) {
         Err(rustix::io::Errno::NOSYS) => open_by_components(path),
         other => other.map_err(io::Error::from),
     }

@@ -5,7 +5,9 @@
 //! `/proc/self/fd/N` (a symlink pinned this way is itself what the path names; `lsetxattr`
 //! on that path would act on the magic link and fails).
 
-use super::fallback::{native, pin, proc_path, settle, xattrat_flag, SYS_GETXATTRAT, SYS_SETXATTRAT};
+use super::fallback::{
+    native, pin, proc_path, settle, xattrat_flag, SYS_GETXATTRAT, SYS_SETXATTRAT,
+};
 use super::Target;
 use rustix::fd::{AsRawFd, BorrowedFd};
 use std::ffi::CStr;
@@ -61,8 +63,13 @@ pub fn set_xattr(target: Target<'_>, attr: &CStr, value: &[u8]) -> io::Result<()
                 }
             }
             let pinned = pin(dir, name)?;
-            rustix::fs::setxattr(proc_path(&pinned).as_c_str(), attr, value, XattrFlags::empty())
-                .map_err(io::Error::from)
+            rustix::fs::setxattr(
+                proc_path(&pinned).as_c_str(),
+                attr,
+                value,
+                XattrFlags::empty(),
+            )
+            .map_err(io::Error::from)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! A parallel, descriptor-relative, post-order walk of one volume.
+//! A parallel, descriptor-relative walk of one volume, root last.
 //!
 //! # Why not an existing walker
 //! `walkdir`, `ignore` and `jwalk` hand out paths. A path is resolved again by every system
@@ -17,12 +17,15 @@
 //! depth-first, so what is held at any time is bounded by threads x depth x one buffer, not
 //! by the size of the tree; no thread recurses, so depth cannot overflow a stack.
 //!
-//! # Post-order
-//! Every directory counts what is still outstanding below it (its own reading, batches in
-//! flight, subdirectories not yet finished). Whoever brings that count to zero visits the
-//! directory and passes the completion up to its parent, so each directory is visited after
-//! everything in it, as kubelet does. The root is never visited here: the caller decides
-//! whether to change it from the [`Outcome`], once the whole tree below has been seen.
+//! # Order, and why the root is last
+//! kubelet changes each directory after its children (post-order). Only the root's place in
+//! that order matters: it is the OnRootMismatch marker, so it must change last and only
+//! when everything below succeeded. Every other entry's final state depends only on its own
+//! attributes, so the walker changes a directory as soon as it has opened it, through that
+//! descriptor; the final state is the same, and a directory's descriptor can then be closed
+//! as soon as it is read, which keeps a 10,000-level chain to a handful of descriptors. The
+//! root is never visited here: the caller decides whether to change it from the
+//! [`Outcome`], once the whole tree below has been seen.
 //!
 //! # Mounts
 //! By default the walk stays on the root's mount: an entry whose mount id differs is a nested
@@ -50,8 +53,10 @@ pub struct Entry<'a> {
     pub parent: BorrowedFd<'a>,
     /// Its name in `parent`.
     pub name: &'a CStr,
-    /// What `statx` said of it, without following it.
-    pub stat: &'a Stat,
+    /// What `statx` said of it, without following it. `None` only for a non-directory
+    /// whose `d_type` was known, when the visitor said it needs no attributes
+    /// ([`Visitor::needs_stat`]).
+    pub stat: Option<&'a Stat>,
     /// For a directory, the descriptor the walker opened it with; changes go through it.
     pub fd: Option<BorrowedFd<'a>>,
     path: EntryPath<'a>,
@@ -68,7 +73,7 @@ impl<'a> Entry<'a> {
         Entry {
             parent: root.fd(),
             name: c".",
-            stat: root.stat(),
+            stat: Some(root.stat()),
             fd: Some(root.fd()),
             path: EntryPath::Known(root.path()),
         }
@@ -115,6 +120,15 @@ impl OpError {
 /// The work done on each entry. Called from several threads at once.
 pub trait Visitor: Sync {
     fn visit(&self, entry: &Entry<'_>) -> Result<Visited, OpError>;
+
+    /// Whether every entry must be `statx`ed. A visitor that only reads and writes by name
+    /// (a relabel) says `false`, and non-directories whose `d_type` is known are then
+    /// visited without a `statx`: a third fewer system calls. Directories are always
+    /// opened and `statx`ed, so nested mount points are still found; a single file
+    /// bind-mounted over a name inside the volume is then not.
+    fn needs_stat(&self) -> bool {
+        true
+    }
 }
 
 /// How to walk.
@@ -159,7 +173,8 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// Walks everything below `root`, calling `visitor` on each entry in post-order. Counts and
+/// Walks everything below `root`, calling `visitor` once on each entry (directories as
+/// soon as they are opened). Counts and
 /// failures go to `progress`, which others may read while the walk runs. Setting `cancel`
 /// stops the walk at the next batch.
 pub fn walk(

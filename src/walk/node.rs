@@ -1,78 +1,44 @@
-//! A directory being walked: its descriptor, and what is still outstanding below it.
+//! The two things the walker keeps per directory: its open descriptor, held only while the
+//! directory is being read or its subdirectories are waiting to be opened from it, and its
+//! name in a chain of parents, kept only to build paths for messages.
+//!
+//! Keeping them apart is what bounds descriptors: a directory's descriptor is closed as soon
+//! as it is read and its subdirectories are open, however deep the walk goes below it, so a
+//! chain 10,000 levels deep holds a handful of descriptors, not 10,000.
 
-use crate::sys::Stat;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The descriptor of a directory node: the root's is borrowed from the caller's [`super::Root`].
-pub(super) enum NodeFd<'r> {
-    Root(BorrowedFd<'r>),
-    Owned(OwnedFd),
-}
-
-pub(super) struct DirNode<'r> {
-    /// `None` for the root.
-    pub parent: Option<Arc<DirNode<'r>>>,
-    /// Name in the parent (empty for the root).
+/// A directory's name and its parent's, for messages; never used to reach anything.
+pub(super) struct PathNode {
+    parent: Option<Arc<PathNode>>,
     pub name: CString,
-    pub fd: NodeFd<'r>,
-    pub stat: Stat,
-    /// The reading of this directory, batches in flight, and unfinished subdirectories.
-    pending: AtomicUsize,
 }
 
-impl<'r> DirNode<'r> {
-    pub fn root(fd: BorrowedFd<'r>, stat: Stat) -> Arc<DirNode<'r>> {
-        Arc::new(DirNode {
+impl PathNode {
+    pub fn root() -> Arc<PathNode> {
+        Arc::new(PathNode {
             parent: None,
             name: CString::default(),
-            fd: NodeFd::Root(fd),
-            stat,
-            pending: AtomicUsize::new(1),
         })
     }
 
-    pub fn child(parent: Arc<DirNode<'r>>, name: CString, fd: OwnedFd, stat: Stat) -> Arc<Self> {
-        Arc::new(DirNode {
-            parent: Some(parent),
+    pub fn child(parent: &Arc<PathNode>, name: CString) -> Arc<PathNode> {
+        Arc::new(PathNode {
+            parent: Some(parent.clone()),
             name,
-            fd: NodeFd::Owned(fd),
-            stat,
-            pending: AtomicUsize::new(1),
         })
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        match &self.fd {
-            NodeFd::Root(fd) => *fd,
-            NodeFd::Owned(fd) => fd.as_fd(),
-        }
-    }
-
-    pub fn is_root(&self) -> bool {
-        self.parent.is_none()
-    }
-
-    /// One more thing outstanding below this directory.
-    pub fn hold(&self) {
-        self.pending.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One thing finished; returns `true` when it was the last, and the directory is done.
-    pub fn release(&self) -> bool {
-        self.pending.fetch_sub(1, Ordering::AcqRel) == 1
-    }
-
-    /// The path of `child` in this directory (or of this directory), for messages.
+    /// The path of `child` in this directory (or of this directory), below `root`.
     pub fn path_of(&self, root: &Path, child: Option<&CStr>) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
         let mut names: Vec<&CStr> = child.into_iter().collect();
         let mut node = Some(self);
         while let Some(n) = node {
-            if n.is_root() {
+            if n.parent.is_none() {
                 break;
             }
             names.push(&n.name);
@@ -86,7 +52,7 @@ impl<'r> DirNode<'r> {
     }
 }
 
-impl Drop for DirNode<'_> {
+impl Drop for PathNode {
     /// Unlinks the chain of parents iteratively: dropping the last reference to a node
     /// 10,000 levels deep must not recurse 10,000 times.
     fn drop(&mut self) {
@@ -96,6 +62,42 @@ impl Drop for DirNode<'_> {
                 Ok(mut node) => parent = node.parent.take(),
                 Err(_) => break,
             }
+        }
+    }
+}
+
+/// An open directory. Shared by the task reading it and the tasks opening its
+/// subdirectories; the descriptor closes when the last of them is done.
+pub(super) struct Dir<'r> {
+    pub path: Arc<PathNode>,
+    fd: DirFd<'r>,
+}
+
+/// The root's descriptor is borrowed from the caller's [`super::Root`].
+enum DirFd<'r> {
+    Root(BorrowedFd<'r>),
+    Owned(OwnedFd),
+}
+
+impl<'r> Dir<'r> {
+    pub fn root(fd: BorrowedFd<'r>) -> Arc<Dir<'r>> {
+        Arc::new(Dir {
+            path: PathNode::root(),
+            fd: DirFd::Root(fd),
+        })
+    }
+
+    pub fn opened(path: Arc<PathNode>, fd: OwnedFd) -> Arc<Dir<'r>> {
+        Arc::new(Dir {
+            path,
+            fd: DirFd::Owned(fd),
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match &self.fd {
+            DirFd::Root(fd) => *fd,
+            DirFd::Owned(fd) => fd.as_fd(),
         }
     }
 }

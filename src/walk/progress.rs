@@ -23,7 +23,7 @@ impl Failure {
     pub fn new(path: PathBuf, op: &'static str, err: &io::Error) -> Failure {
         let errno = err
             .raw_os_error()
-            .map(|n| rustix::io::Errno::from_raw_os_error(n))
+            .map(rustix::io::Errno::from_raw_os_error)
             .map_or_else(|| "EIO".to_string(), errno_name);
         let message = err.to_string();
         let message = message

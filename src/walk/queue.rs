@@ -1,20 +1,17 @@
 //! The shared LIFO of directories waiting to be opened or read, with the end-of-walk test:
 //! the walk is over when the stack is empty and every worker is waiting on it.
 
-use super::node::DirNode;
+use super::node::Dir;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub(super) enum Task<'r> {
-    /// A subdirectory found by name, not yet opened (opening is deferred so that queued
-    /// directories hold no descriptor).
-    Open {
-        parent: Arc<DirNode<'r>>,
-        name: CString,
-    },
+    /// A subdirectory found by name, not yet opened: queued directories hold no descriptor
+    /// of their own, only a share of their parent's.
+    Open { parent: Arc<Dir<'r>>, name: CString },
     /// An open directory with entries left to read.
-    Read(Arc<DirNode<'r>>),
+    Read(Arc<Dir<'r>>),
 }
 
 struct State<'r> {

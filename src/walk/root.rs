@@ -12,7 +12,9 @@ pub enum RootError {
     Missing(PathBuf),
     #[error("{0}: not a directory (a volume root must be a directory)")]
     NotADirectory(PathBuf),
-    #[error("{0}: a symlink is on the path, and volsec never follows one (give the resolved path)")]
+    #[error(
+        "{0}: a symlink is on the path, and volsec never follows one (give the resolved path)"
+    )]
     Symlink(PathBuf),
     #[error("{path}: cannot open: {err}")]
     Open { path: PathBuf, err: io::Error },
@@ -61,11 +63,15 @@ impl Root {
 }
 
 fn classify(path: &Path, err: io::Error) -> RootError {
+    // With O_NOFOLLOW | O_DIRECTORY a symlink as the last component reads as ENOTDIR; look
+    // again, without following, only to say which it is.
+    let last_is_symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
     let path = path.to_path_buf();
     match err.raw_os_error() {
-        Some(libc::ENOENT) => RootError::Missing(path),
-        Some(libc::ENOTDIR) => RootError::NotADirectory(path),
         Some(libc::ELOOP) => RootError::Symlink(path),
+        Some(libc::ENOTDIR) if last_is_symlink => RootError::Symlink(path),
+        Some(libc::ENOTDIR) => RootError::NotADirectory(path),
+        Some(libc::ENOENT) => RootError::Missing(path),
         _ => RootError::Open { path, err },
     }
 }

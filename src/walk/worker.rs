@@ -1,10 +1,11 @@
-//! What each worker thread does with a task: open a directory, read a buffer of it, hand the
-//! subdirectories to the queue, and visit the other entries itself.
+//! What each worker thread does with a task: open a directory and change it, read a buffer
+//! of it, hand the subdirectories to the queue, and visit the other entries itself.
 
-use super::node::DirNode;
+use super::node::{Dir, PathNode};
 use super::queue::{Queue, Task};
 use super::{Entry, EntryPath, Failure, Outcome, Progress, Root, Visitor, WalkOptions};
 use crate::sys::{self, DirReader, EntryType, Stat};
+use rustix::fd::AsFd;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::path::Path;
@@ -30,7 +31,6 @@ pub(super) fn run(
 ) -> Outcome {
     let threads = options.effective_threads();
     let failed_before = progress.tally().failed;
-    let root_node = DirNode::root(root.fd(), *root.stat());
     let walk = Walk {
         root_path: root.path(),
         root_mnt: root.stat().mnt_id,
@@ -38,7 +38,7 @@ pub(super) fn run(
         visitor,
         progress,
         cancel,
-        queue: Queue::new(threads, Task::Read(root_node)),
+        queue: Queue::new(threads, Task::Read(Dir::root(root.fd()))),
     };
     std::thread::scope(|s| {
         for i in 0..threads {
@@ -63,11 +63,13 @@ impl<'r> Walk<'_, 'r> {
         let mut reader = DirReader::with_capacity(16 * 1024);
         while let Some(task) = self.queue.pop(self.cancel) {
             match task {
-                Task::Read(node) => self.read(node, &mut reader),
-                Task::Open { parent, name } => match self.open(&parent, name) {
-                    Some(node) => self.read(node, &mut reader),
-                    None => self.finish(parent),
-                },
+                Task::Read(dir) => self.read(dir, &mut reader),
+                Task::Open { parent, name } => {
+                    if let Some(dir) = self.open(&parent, name) {
+                        drop(parent); // its descriptor may close now
+                        self.read(dir, &mut reader);
+                    }
+                }
             }
         }
     }
@@ -76,111 +78,117 @@ impl<'r> Walk<'_, 'r> {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    /// Opens a subdirectory from its parent's descriptor, never through a symlink.
-    fn open(&self, parent: &Arc<DirNode<'r>>, name: CString) -> Option<Arc<DirNode<'r>>> {
+    /// Opens a subdirectory from its parent's descriptor, never through a symlink, and
+    /// visits it through the descriptor it was opened with.
+    fn open(&self, parent: &Arc<Dir<'r>>, name: CString) -> Option<Arc<Dir<'r>>> {
         let opened = sys::open_dir_at(parent.fd(), &name)
-            .and_then(|fd| sys::stat_fd(rustix::fd::AsFd::as_fd(&fd)).map(|st| (fd, st)));
-        match opened {
-            Ok((fd, stat)) => {
-                self.progress.visit();
-                if !self.on_root_mount(&stat) {
-                    self.progress.skip_mount(parent.path_of(self.root_path, Some(&name)));
-                    return None;
-                }
-                Some(DirNode::child(parent.clone(), name, fd, stat))
-            }
+            .and_then(|fd| sys::stat_fd(fd.as_fd()).map(|stat| (fd, stat)));
+        let (fd, stat) = match opened {
+            Ok(opened) => opened,
             // Listed as a directory, but something else is there now (the container swapped
             // it): handle what is there, without opening it.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
-                self.other(parent, &name, false);
-                None
+                self.other(parent, &name, EntryType::Unknown, false);
+                return None;
             }
             Err(e) => {
                 self.fail(parent, Some(&name), "open", &e);
-                None
+                return None;
             }
+        };
+        self.progress.visit();
+        let path = PathNode::child(&parent.path, name);
+        if !self.on_root_mount(&stat) {
+            self.progress.skip_mount(path.path_of(self.root_path, None));
+            return None;
         }
+        let message_path = || path.path_of(self.root_path, None);
+        self.apply(&Entry {
+            parent: parent.fd(),
+            name: &path.name,
+            stat: Some(&stat),
+            fd: Some(fd.as_fd()),
+            path: EntryPath::Lazy(&message_path),
+        });
+        Some(Dir::opened(path, fd))
     }
 
-    /// Reads `node` a buffer at a time. A full buffer means there may be more: the directory
+    /// Reads `dir` a buffer at a time. A full buffer means there may be more: the directory
     /// goes back on the queue first, so another worker can read on while this one works.
-    fn read(&self, node: Arc<DirNode<'r>>, reader: &mut DirReader) {
+    fn read(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader) {
         loop {
-            match reader.fill(node.fd()) {
+            match reader.fill(dir.fd()) {
                 Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    self.fail(&node, None, "getdents", &e);
-                    break;
-                }
+                Ok(false) => return,
+                Err(e) => return self.fail(&dir, None, "getdents", &e),
             }
             if reader.was_short() {
-                self.batch(&node, reader);
+                self.batch(&dir, reader);
                 continue;
             }
-            node.hold();
-            self.queue.push(Task::Read(node.clone()));
-            self.batch(&node, reader);
-            return self.finish(node);
+            self.queue.push(Task::Read(dir.clone()));
+            return self.batch(&dir, reader);
         }
-        self.finish(node)
     }
 
     /// Handles one buffer of entries: subdirectories go to the queue first, so idle workers
     /// get them at once; everything else is visited here.
-    fn batch(&self, node: &Arc<DirNode<'r>>, reader: &DirReader) {
-        let subdirs: Vec<Task<'r>> = reader
+    fn batch(&self, dir: &Arc<Dir<'r>>, reader: &DirReader) {
+        let subdirs = reader
             .entries()
             .filter(|e| e.kind == EntryType::Dir)
-            .map(|e| {
-                node.hold();
-                Task::Open {
-                    parent: node.clone(),
-                    name: e.name.to_owned(),
-                }
-            })
-            .collect();
+            .map(|e| Task::Open {
+                parent: dir.clone(),
+                name: e.name.to_owned(),
+            });
         self.queue.push_all(subdirs);
         for entry in reader.entries().filter(|e| e.kind != EntryType::Dir) {
             if self.cancelled() {
                 return;
             }
-            self.other(node, entry.name, true);
+            self.other(dir, entry.name, entry.kind, true);
         }
     }
 
     /// Visits an entry that is not (or, for `d_type` unknown, may not be) a directory.
-    fn other(&self, node: &Arc<DirNode<'r>>, name: &CStr, may_open: bool) {
-        let stat = match sys::stat_at(node.fd(), name) {
-            Ok(stat) => stat,
-            Err(e) => return self.fail(node, Some(name), "stat", &e),
-        };
-        if stat.is_dir() {
-            if may_open {
-                node.hold();
-                self.queue.push(Task::Open {
-                    parent: node.clone(),
-                    name: name.to_owned(),
-                });
-            } else {
-                let err = io::Error::other("changed between directory and non-directory twice");
-                self.fail(node, Some(name), "stat", &err);
+    fn other(&self, dir: &Arc<Dir<'r>>, name: &CStr, kind: EntryType, may_open: bool) {
+        let stat = if kind == EntryType::Unknown || self.visitor.needs_stat() {
+            match sys::stat_at(dir.fd(), name) {
+                Ok(stat) => Some(stat),
+                Err(e) => return self.fail(dir, Some(name), "stat", &e),
             }
-            return;
+        } else {
+            None
+        };
+        if stat.is_some_and(|s| s.is_dir()) {
+            return self.reopen(dir, name, may_open);
         }
         self.progress.visit();
-        if !self.on_root_mount(&stat) {
-            return self.progress.skip_mount(node.path_of(self.root_path, Some(name)));
+        if stat.is_some_and(|s| !self.on_root_mount(&s)) {
+            let path = dir.path.path_of(self.root_path, Some(name));
+            return self.progress.skip_mount(path);
         }
-        let path = || node.path_of(self.root_path, Some(name));
-        let entry = Entry {
-            parent: node.fd(),
+        let message_path = || dir.path.path_of(self.root_path, Some(name));
+        self.apply(&Entry {
+            parent: dir.fd(),
             name,
-            stat: &stat,
+            stat: stat.as_ref(),
             fd: None,
-            path: EntryPath::Lazy(&path),
-        };
-        self.apply(&entry);
+            path: EntryPath::Lazy(&message_path),
+        });
+    }
+
+    /// A directory where `d_type` did not say so (unknown, or swapped in since the listing)
+    /// is queued to be opened once; a second change of type is reported, not chased.
+    fn reopen(&self, dir: &Arc<Dir<'r>>, name: &CStr, may_open: bool) {
+        if !may_open {
+            let err = io::Error::other("changed between directory and non-directory twice");
+            return self.fail(dir, Some(name), "stat", &err);
+        }
+        self.queue.push(Task::Open {
+            parent: dir.clone(),
+            name: name.to_owned(),
+        });
     }
 
     fn apply(&self, entry: &Entry<'_>) {
@@ -190,40 +198,12 @@ impl<'r> Walk<'_, 'r> {
         }
     }
 
-    /// Marks one thing below `node` finished. The last one to finish a directory visits it
-    /// and passes the completion to its parent, up as far as it goes (a loop, not recursion).
-    fn finish(&self, node: Arc<DirNode<'r>>) {
-        let mut node = node;
-        while node.release() {
-            let Some(parent) = node.parent.clone() else {
-                return; // the root: the caller decides about it.
-            };
-            if !self.cancelled() {
-                self.visit_dir(&parent, &node);
-            }
-            drop(node);
-            node = parent;
-        }
-    }
-
-    fn visit_dir(&self, parent: &DirNode<'r>, dir: &DirNode<'r>) {
-        let path = || parent.path_of(self.root_path, Some(&dir.name));
-        let entry = Entry {
-            parent: parent.fd(),
-            name: &dir.name,
-            stat: &dir.stat,
-            fd: Some(dir.fd()),
-            path: EntryPath::Lazy(&path),
-        };
-        self.apply(&entry);
-    }
-
     fn on_root_mount(&self, stat: &Stat) -> bool {
         self.cross_mounts || stat.mnt_id == self.root_mnt
     }
 
-    fn fail(&self, node: &DirNode<'r>, name: Option<&CStr>, op: &'static str, err: &io::Error) {
-        let path = node.path_of(self.root_path, name);
+    fn fail(&self, dir: &Dir<'r>, name: Option<&CStr>, op: &'static str, err: &io::Error) {
+        let path = dir.path.path_of(self.root_path, name);
         self.progress.fail(Failure::new(path, op, err));
     }
 }

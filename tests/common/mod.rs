@@ -35,7 +35,9 @@ impl Mounted {
     pub fn tmpfs() -> Mounted {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
-        run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=2g,mode=0755", "volsec-test"]).arg(dir.path()));
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2g,mode=0755", "volsec-test"])
+            .arg(dir.path()));
         Mounted { dir, image: None }
     }
 
@@ -61,7 +63,10 @@ impl Mounted {
         file.set_len(mib << 20).expect("size image");
         drop(file);
         run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image));
-        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(dir.path()));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(dir.path()));
         Mounted {
             dir,
             image: Some(image),
@@ -82,7 +87,10 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
         if let Some(image) = &self.image {
             let _ = std::fs::remove_file(image);
         }
@@ -92,7 +100,9 @@ impl Drop for Mounted {
 /// Mounts another tmpfs at `at` (a nested mount point inside a volume).
 pub fn mount_tmpfs_at(at: &Path) {
     std::fs::create_dir_all(at).expect("mkdir");
-    run(Command::new("mount").args(["-t", "tmpfs", "volsec-nested"]).arg(at));
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "volsec-nested"])
+        .arg(at));
 }
 
 pub fn umount(at: &Path) {
@@ -132,7 +142,10 @@ pub fn all_paths(root: &Path) -> Vec<PathBuf> {
     let mut i = 0;
     while i < out.len() {
         let p = out[i].clone();
-        if std::fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
+        if std::fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             for e in std::fs::read_dir(&p).expect("read_dir") {
                 out.push(e.expect("entry").path());
             }

@@ -1,0 +1,524 @@
+//! Exit codes, refusals and failures of `volsec apply`:
+//! - 2 (refused, nothing changed, one sentence naming the path and the cause): a missing
+//!   root, a root that is a file, a root that is a symlink, a symlink in a middle component of
+//!   the root's path, bad arguments;
+//! - 1 (partial): an entry that cannot be changed (an immutable file on ext4) is listed with
+//!   its path and errno, the rest is done, and the root is left unchanged so that the next
+//!   OnRootMismatch pass walks again;
+//! - 0: entries deleted while the pass runs are counted as vanished, not as failures.
+//!
+//! Also the JSON report's fields, the OnRootMismatch skip as the binary reports it, and the
+//! one-screen text summary.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const FS_GROUP: u32 = 2000;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `cmd`, killing it and failing the test if it takes longer than [`TIMEOUT`].
+fn run_with_timeout(mut cmd: Command) -> Output {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn volsec");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait for volsec"),
+        Err(_) => {
+            // SAFETY: plain kill(2) of the child this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish in {TIMEOUT:?}");
+        }
+    }
+}
+
+fn apply(args: &[&str], path: &Path) -> Output {
+    let mut cmd = volsec();
+    cmd.arg("apply").args(args).arg(path);
+    run_with_timeout(cmd)
+}
+
+/// `volsec apply --fs-group 2000 --output json EXTRA... PATH`: exit code and parsed report.
+fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec!["--fs-group", "2000", "--output", "json"];
+    args.extend_from_slice(extra);
+    let out = apply(&args, path);
+    let code = out.status.code().expect("volsec exited, not killed");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "volsec printed no JSON report ({e}); exit {code}; stdout: {} stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, report)
+}
+
+fn count(report: &serde_json::Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
+}
+
+/// (uid, gid, mode, ctime) of everything under `root`, not following symlinks.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, i128)> {
+    all_paths(root)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let c = ctime_ns(&p);
+            (p, (m.uid(), m.gid(), m.mode(), c))
+        })
+        .collect()
+}
+
+fn assert_unchanged(what: &str, before: &BTreeMap<PathBuf, (u32, u32, u32, i128)>) {
+    for (path, b) in before {
+        let m = std::fs::symlink_metadata(path).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode(), ctime_ns(path)),
+            *b,
+            "{what}: {} changed",
+            path.display()
+        );
+    }
+}
+
+/// A small volume with work to do everywhere: root 0755, a dir, files.
+fn small_volume(fs: &Mounted) -> PathBuf {
+    let vol = fs.subdir("vol");
+    mkdir(&vol.join("dir"), 0o755);
+    write_file(&vol.join("dir/file"), 0o644);
+    write_file(&vol.join("top"), 0o600);
+    vol
+}
+
+/// A refusal: exit 2, nothing on stdout, one line on stderr naming `path` and containing
+/// `cause`.
+fn assert_refused(out: &Output, path: &Path, cause: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a refusal exits 2; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one sentence on stderr, got: {stderr:?}");
+    assert!(
+        lines[0].contains(&path.display().to_string()),
+        "the message names the path {}: {stderr:?}",
+        path.display()
+    );
+    assert!(
+        lines[0].to_lowercase().contains(cause),
+        "the message says the cause ({cause:?}): {stderr:?}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no report for a refused pass: {:?}",
+        out.stdout
+    );
+}
+
+// ----------------------------------------------------------------------------- exit 2
+
+#[test]
+fn missing_root_is_refused() {
+    let fs = Mounted::tmpfs();
+    let missing = fs.path().join("no/such/volume");
+    let out = apply(&["--fs-group", "2000"], &missing);
+    assert_refused(&out, &missing, "no such");
+    // Same with JSON output: a refusal is not a report.
+    let out = apply(&["--fs-group", "2000", "--output", "json"], &missing);
+    assert_refused(&out, &missing, "no such");
+}
+
+#[test]
+fn root_that_is_a_file_is_refused() {
+    let fs = Mounted::tmpfs();
+    let file = fs.path().join("file");
+    write_file(&file, 0o600);
+    let before = snapshot(&file);
+    let out = apply(&["--fs-group", "2000"], &file);
+    assert_refused(&out, &file, "not a directory");
+    assert_unchanged("a refused file root", &before);
+}
+
+#[test]
+fn root_that_is_a_symlink_is_refused() {
+    let fs = Mounted::tmpfs();
+    let vol = small_volume(&fs);
+    let link = fs.path().join("link");
+    std::os::unix::fs::symlink(&vol, &link).unwrap();
+    let before = snapshot(&vol);
+    let out = apply(&["--fs-group", "2000"], &link);
+    assert_refused(&out, &link, "symlink");
+    assert_unchanged("the target of a refused symlink root", &before);
+}
+
+#[test]
+fn symlink_in_a_middle_component_is_refused() {
+    let fs = Mounted::tmpfs();
+    let real = fs.subdir("real");
+    let vol = real.join("pods/vol");
+    mkdir(&vol, 0o755);
+    write_file(&vol.join("f"), 0o600);
+    std::os::unix::fs::symlink(&real, fs.path().join("alias")).unwrap();
+    let through_link = fs.path().join("alias/pods/vol");
+    let before = snapshot(&vol);
+    let out = apply(&["--fs-group", "2000"], &through_link);
+    assert_refused(&out, &through_link, "symlink");
+    assert_unchanged("a volume reached through a symlinked component", &before);
+}
+
+#[test]
+fn bad_arguments_are_refused_and_change_nothing() {
+    let fs = Mounted::tmpfs();
+    let vol = small_volume(&fs);
+    let before = snapshot(&vol);
+    for args in [
+        &["--fs-group", "two-thousand"][..],
+        &["--fs-group", "-5"][..],
+        &["--fs-group", "2000", "--change-policy", "Sometimes"][..],
+        &["--fs-group", "2000", "--threads", "many"][..],
+        &[][..], // neither an fsGroup nor a label: nothing to do
+    ] {
+        let out = apply(args, &vol);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "volsec apply {args:?} must be refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty(), "volsec apply {args:?} says why");
+    }
+    assert_unchanged("refused arguments", &before);
+}
+
+// ----------------------------------------------------------------------------- exit 1
+
+/// `chattr +i` for the life of the test, undone on drop so the image can go.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        let out = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .expect("chattr");
+        assert!(
+            out.status.success(),
+            "chattr +i {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_failing_entry_is_listed_and_the_root_is_left_unchanged() {
+    let fs = Mounted::ext4(32);
+    let vol = small_volume(&fs);
+    let locked = vol.join("dir/locked");
+    write_file(&locked, 0o644);
+    let guard = Immutable::set(&locked);
+    let root_before = (gid_mode(&vol), ctime_ns(&vol));
+
+    let (code, report) = apply_json(&vol, &[]);
+
+    assert_eq!(code, 1, "a partial failure exits 1: {report}");
+    assert_eq!(count(&report, "failed"), 1, "{report}");
+    assert_eq!(report["outcome"], "partial", "{report}");
+    let errors = report["errors"].as_array().expect("errors is a list");
+    assert_eq!(errors.len(), 1, "{report}");
+    assert_eq!(errors[0]["path"], locked.display().to_string(), "{report}");
+    assert_eq!(errors[0]["errno"], "EPERM", "{report}");
+    assert_eq!(
+        (gid_mode(&vol), ctime_ns(&vol)),
+        root_before,
+        "the root must be left unchanged when anything below failed"
+    );
+    assert_eq!(gid_mode(&locked), (0, 0o644), "the immutable file itself");
+    assert_eq!(
+        gid_mode(&vol.join("dir/file")),
+        (FS_GROUP, 0o664),
+        "the rest is done"
+    );
+    assert_eq!(
+        gid_mode(&vol.join("top")),
+        (FS_GROUP, 0o660),
+        "the rest is done"
+    );
+
+    // The text summary lists the failure with its path and errno too.
+    let out = apply(&["--fs-group", "2000"], &vol);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&locked.display().to_string()) && l.contains("EPERM")),
+        "the summary names the failed path and errno: {text}"
+    );
+
+    // OnRootMismatch walks again, since the root was not changed...
+    let (code, report) = apply_json(&vol, &["--change-policy", "OnRootMismatch"]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        report["skipped_reason"],
+        serde_json::Value::Null,
+        "{report}"
+    );
+
+    // ...and once the entry can be changed, the pass completes and the root is done last.
+    drop(guard);
+    let (code, report) = apply_json(&vol, &["--change-policy", "OnRootMismatch"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(gid_mode(&locked), (FS_GROUP, 0o664));
+    assert_eq!(gid_mode(&vol), (FS_GROUP, 0o2775));
+    let (code, report) = apply_json(&vol, &["--change-policy", "OnRootMismatch"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["skipped_reason"], "OnRootMismatch", "{report}");
+}
+
+#[test]
+fn an_immutable_directory_fails_alone() {
+    // An immutable directory can be read and walked but not changed: its children are done,
+    // it is listed, and the root is left unchanged.
+    let fs = Mounted::ext4(32);
+    let vol = small_volume(&fs);
+    let locked = vol.join("locked_dir");
+    mkdir(&locked, 0o755);
+    write_file(&locked.join("inside"), 0o600);
+    let _guard = Immutable::set(&locked);
+    let root_before = (gid_mode(&vol), ctime_ns(&vol));
+
+    let (code, report) = apply_json(&vol, &[]);
+
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(count(&report, "failed"), 1, "{report}");
+    assert_eq!(
+        report["errors"][0]["path"],
+        locked.display().to_string(),
+        "{report}"
+    );
+    assert_eq!(report["errors"][0]["errno"], "EPERM", "{report}");
+    assert_eq!(
+        gid_mode(&locked.join("inside")),
+        (FS_GROUP, 0o660),
+        "children are done"
+    );
+    assert_eq!(
+        (gid_mode(&vol), ctime_ns(&vol)),
+        root_before,
+        "root unchanged"
+    );
+}
+
+#[test]
+fn failures_beyond_max_errors_are_counted() {
+    let fs = Mounted::ext4(32);
+    let vol = small_volume(&fs);
+    let mut guards = Vec::new();
+    for i in 0..7 {
+        let p = vol.join(format!("locked{i}"));
+        write_file(&p, 0o644);
+        guards.push(Immutable::set(&p));
+    }
+    let (code, report) = apply_json(&vol, &["--max-errors", "3"]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        count(&report, "failed"),
+        7,
+        "all failures are counted: {report}"
+    );
+    assert_eq!(
+        report["errors"].as_array().map(Vec::len),
+        Some(3),
+        "the list is capped at --max-errors: {report}"
+    );
+}
+
+// ----------------------------------------------------------------------------- exit 0
+
+#[test]
+fn entries_deleted_during_the_pass_are_vanished_not_failed() {
+    // A container deletes files while the pass runs: listed by getdents, gone by the time
+    // they are stat'ed or changed. The library is driven in-process so the deleter can
+    // start once the walk is under way. A race: retried until some deletion lands in the
+    // window; every attempt must be a clean pass.
+    use volsec::ownership::Ownership;
+    use volsec::prepare::{self, Job, Options};
+    use volsec::walk::Progress;
+    const FILES: usize = 20_000;
+    let mut vanished_seen = 0;
+    for attempt in 0..10 {
+        let fs = Mounted::tmpfs();
+        let vol = fs.subdir("vol");
+        for d in 0..20 {
+            mkdir(&vol.join(format!("d{d}")), 0o755);
+        }
+        for i in 0..FILES {
+            std::fs::write(vol.join(format!("d{}/f{i}", i % 20)), b"").unwrap();
+        }
+        // Deleted in reverse listing order, so that the deleter meets the walk.
+        let mut victims: Vec<PathBuf> = Vec::new();
+        for d in 0..20 {
+            for e in std::fs::read_dir(vol.join(format!("d{d}"))).unwrap() {
+                victims.push(e.unwrap().path());
+            }
+        }
+        victims.reverse();
+        let job = Job {
+            ownership: Some(Ownership {
+                fs_group: FS_GROUP,
+                read_only: false,
+            }),
+            ..Job::default()
+        };
+        let progress = Progress::new(100);
+        let done = AtomicBool::new(false);
+        let report = std::thread::scope(|s| {
+            s.spawn(|| {
+                while progress.tally().visited < 500 && !done.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+                for v in &victims {
+                    let _ = std::fs::remove_file(v);
+                }
+            });
+            let r = prepare::prepare(
+                &vol,
+                &job,
+                &Options::default(),
+                &progress,
+                &AtomicBool::new(false),
+            );
+            done.store(true, Ordering::Relaxed);
+            r
+        })
+        .expect("the pass runs");
+        let t = report.tally;
+        assert_eq!(
+            (t.failed, report.errors.len()),
+            (0, 0),
+            "attempt {attempt}: a deleted entry is not a failure: {:?}",
+            report.errors
+        );
+        assert_eq!(report.outcome, "complete", "attempt {attempt}");
+        assert_eq!(
+            gid_mode(&vol),
+            (FS_GROUP, 0o2775),
+            "attempt {attempt}: root done"
+        );
+        if t.vanished > 0 {
+            vanished_seen = t.vanished;
+            break;
+        }
+    }
+    assert!(
+        vanished_seen > 0,
+        "in 10 attempts no deletion landed between listing and changing an entry"
+    );
+}
+
+// ----------------------------------------------------------------------------- reports
+
+#[test]
+fn json_report_has_the_documented_fields() {
+    let fs = Mounted::tmpfs();
+    let vol = small_volume(&fs);
+    let (code, report) = apply_json(&vol, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        count(&report, "visited"),
+        4,
+        "root, dir, dir/file, top: {report}"
+    );
+    assert_eq!(count(&report, "changed"), 4, "{report}");
+    assert_eq!(count(&report, "failed"), 0, "{report}");
+    assert_eq!(count(&report, "vanished"), 0, "{report}");
+    assert!(report["elapsed_ms"].is_u64(), "elapsed_ms: {report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert!(
+        report.as_object().unwrap().contains_key("skipped_reason"),
+        "skipped_reason is present (null when not skipped): {report}"
+    );
+    assert_eq!(
+        report["skipped_reason"],
+        serde_json::Value::Null,
+        "{report}"
+    );
+    assert_eq!(report["outcome"], "complete", "{report}");
+    assert_eq!(report["fs_group"], 2000, "{report}");
+}
+
+#[test]
+fn on_root_mismatch_skip_touches_nothing_below() {
+    let fs = Mounted::tmpfs();
+    let vol = small_volume(&fs);
+    std::os::unix::fs::lchown(&vol, None, Some(FS_GROUP)).unwrap();
+    mkdir(&vol, 0o2770);
+    let before = snapshot(&vol);
+    std::thread::sleep(Duration::from_millis(20));
+
+    let (code, report) = apply_json(&vol, &["--change-policy", "OnRootMismatch"]);
+
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["skipped_reason"], "OnRootMismatch", "{report}");
+    assert_eq!(count(&report, "changed"), 0, "{report}");
+    assert!(
+        count(&report, "visited") <= 1,
+        "only the root is looked at: {report}"
+    );
+    assert_unchanged("an OnRootMismatch skip", &before);
+    // Always walks the same volume.
+    let (code, report) = apply_json(&vol, &["--change-policy", "Always"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(count(&report, "changed"), 3, "dir, dir/file, top: {report}");
+}
+
+#[test]
+fn text_summary_fits_one_screen() {
+    let fs = Mounted::tmpfs();
+    let vol = small_volume(&fs);
+    let out = apply(&["--fs-group", "2000"], &vol);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().count() <= 24, "one screen: {text}");
+    for word in [
+        "visited",
+        "changed",
+        "unchanged",
+        "failed",
+        "mounts skipped",
+        "inodes/s",
+    ] {
+        assert!(text.contains(word), "the summary mentions {word:?}: {text}");
+    }
+    assert!(
+        out.stderr.is_empty(),
+        "no progress bar or logs when stderr is not a terminal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

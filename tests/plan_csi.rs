@@ -1,0 +1,162 @@
+//! `volsec plan --csi-socket`: the plan asks a real CSI node server (on a Unix socket) for
+//! VOLUME_MOUNT_GROUP and delegates fsGroup to it, whatever fsGroupPolicy says.
+
+mod common;
+
+use common::volsec;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// `volsec plan --output json` for the OnRootMismatch pod on a RWO CSI volume, asking the
+/// driver at `sock`; run off the runtime so the server keeps serving.
+async fn plan_with_socket(sock: &Path, extra: &[&str]) -> Output {
+    let mut cmd = volsec();
+    cmd.args(["plan", "--output", "json", "--volume", "data", "--pod"])
+        .arg(fixture("pods/on-root-mismatch.yaml"))
+        .arg("--pv")
+        .arg(fixture("pv/rwo.yaml"))
+        .arg("--csi-socket")
+        .arg(sock)
+        .args(extra);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_driver_with_volume_mount_group_gets_the_fs_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("csi.sock");
+    let driver = FakeDriver::start(
+        &sock,
+        Behaviour {
+            volume_mount_group: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Even fsGroupPolicy None does not stop the delegation.
+    let none = fixture("csidriver/none.yaml");
+    let p = json(&plan_with_socket(&sock, &["--csidriver", none.to_str().unwrap()]).await);
+    assert_eq!(p["ownership"]["action"], "delegate");
+    assert_eq!(p["ownership"]["volume_mount_group"], "2000");
+    assert_eq!(p["csi_volume_mount_group"], true);
+    let why = p["ownership"]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("reports VOLUME_MOUNT_GROUP") && why.contains("whatever fsGroupPolicy says"),
+        "{why}"
+    );
+    driver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_driver_without_it_leaves_fs_group_to_kubelet() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("csi.sock");
+    let driver = FakeDriver::start(&sock, Behaviour::default()).unwrap();
+    let p = json(&plan_with_socket(&sock, &[]).await);
+    assert_eq!(p["ownership"]["action"], "recursive");
+    assert_eq!(p["ownership"]["volume_mount_group"], Value::Null);
+    assert_eq!(p["csi_volume_mount_group"], false);
+    assert!(p["ownership"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("does not report VOLUME_MOUNT_GROUP"));
+    driver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_failures_refuse_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.sock");
+    let out = plan_with_socket(&missing, &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.sock: no CSI socket there"));
+
+    let closed = dir.path().join("closed.sock");
+    fake_driver::closed_socket(&closed).unwrap();
+    let out = plan_with_socket(&closed, &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connection refused"));
+
+    let slow = dir.path().join("slow.sock");
+    let driver = FakeDriver::start(
+        &slow,
+        Behaviour {
+            volume_mount_group: true,
+            delay: Duration::from_secs(30),
+        },
+    )
+    .unwrap();
+    let out = plan_with_socket(&slow, &["--csi-timeout", "0.3"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no answer to NodeGetCapabilities within 300ms"),
+        "{err}"
+    );
+    driver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_leaves_a_delegated_volume_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("csi.sock");
+    let vol = dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("f"), b"x").unwrap();
+    let before = (common::gid_mode(&vol), common::gid_mode(&vol.join("f")));
+    let driver = FakeDriver::start(
+        &sock,
+        Behaviour {
+            volume_mount_group: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut cmd = volsec();
+    cmd.args(["apply", "--volume", "data", "--pod"])
+        .arg(fixture("pods/on-root-mismatch.yaml"))
+        .arg("--pv")
+        .arg(fixture("pv/rwo.yaml"))
+        .arg("--csi-socket")
+        .arg(&sock)
+        .arg(&vol);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ownership: delegate (volume_mount_group \"2000\")"),
+        "{text}"
+    );
+    assert!(text.contains("nothing for volsec to do"), "{text}");
+    assert_eq!(
+        (common::gid_mode(&vol), common::gid_mode(&vol.join("f"))),
+        before
+    );
+    driver.stop().await;
+}
