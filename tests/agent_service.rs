@@ -797,3 +797,94 @@ fn the_client_streams_progress_and_kubelets_slow_pass_messages() {
     assert_eq!(last["visited"], 50_101);
     assert_eq!(gid_mode(&vol), (2000, 0o2775));
 }
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_answers_as_volsec_plan_does_and_its_prepare_carries_it_out() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.path().join("data");
+    make_volume(&vol, 2, 5);
+    let agent = Agent::start(fs.path(), &[]);
+    let mut client = agent.client().await;
+    let read = |name: &str| std::fs::read(fixture(name)).unwrap();
+    let request = proto::PlanRequest {
+        pod: read("pods/on-root-mismatch.yaml"),
+        volume: "data".into(),
+        persistent_volume: read("pv/rwo.yaml"),
+        node: Some(proto::NodeFacts {
+            selinux_defaults: "system_u:object_r:container_file_t:s0".into(),
+            ..Default::default()
+        }),
+        path: vol.display().to_string(),
+        ..Default::default()
+    };
+    let plan = client
+        .plan(request.clone())
+        .await
+        .expect("plan")
+        .into_inner();
+    assert_eq!(
+        plan.ownership_action, "recursive",
+        "{}",
+        plan.ownership_reason
+    );
+    assert_eq!(plan.selinux_action, "none");
+
+    // The same decision as the command line's, from the same inputs.
+    let out = volsec()
+        .args(["plan", "--output", "json", "--volume", "data"])
+        .arg("--pod")
+        .arg(fixture("pods/on-root-mismatch.yaml"))
+        .arg("--pv")
+        .arg(fixture("pv/rwo.yaml"))
+        .args([
+            "--selinux-defaults",
+            "system_u:object_r:container_file_t:s0",
+        ])
+        .arg("--path")
+        .arg(&vol)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rpc: serde_json::Value = serde_json::from_str(&plan.plan_json).unwrap();
+    assert_eq!(rpc, cli);
+
+    let prepare_req = plan.prepare.expect("volsec has a walk to do");
+    assert_eq!(prepare_req.fs_group, Some(2000));
+    assert_eq!(
+        prepare_req.change_policy(),
+        proto::ChangePolicy::OnRootMismatch
+    );
+    let events = prepare(&mut client, prepare_req).await.unwrap();
+    assert_eq!(result_of(&events).outcome(), proto::Outcome::Complete);
+    assert_eq!(gid_mode(&vol), (2000, 0o2775));
+
+    let again = client.plan(request.clone()).await.unwrap().into_inner();
+    assert_eq!(again.ownership_action, "skip", "{}", again.ownership_reason);
+
+    let bad = proto::PlanRequest {
+        pod: read("bad/malformed.yaml"),
+        ..request.clone()
+    };
+    let err = client.plan(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("pod"), "{}", err.message());
+    let outside = proto::PlanRequest {
+        path: "/etc".into(),
+        ..request
+    };
+    assert_eq!(
+        client.plan(outside).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+}

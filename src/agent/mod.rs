@@ -8,6 +8,7 @@
 //! - [`jobs`]: joining, queueing, limits, cancellation, the event stream;
 //! - [`slow`]: kubelet's slow-pass messages;
 //! - [`service`]: the `volsec.v1.VolumeAgent` RPCs;
+//! - [`plan`]: the `Plan` RPC over the plan engine;
 //! - [`metrics`]: Prometheus metrics, `/healthz`, `/readyz`;
 //! - [`server`]: the server, signals and shutdown;
 //! - [`client`]: connecting to a running agent.
@@ -15,6 +16,7 @@
 pub mod client;
 pub mod jobs;
 pub mod metrics;
+pub mod plan;
 pub mod security;
 pub mod server;
 pub mod service;

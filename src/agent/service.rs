@@ -105,9 +105,9 @@ impl VolumeAgent for Agent {
         request: Request<proto::PlanRequest>,
     ) -> Result<Response<proto::PlanResponse>, Status> {
         self.peers.check(&request)?;
-        Err(Status::unimplemented(
-            "Plan is not available in this build: the plan engine (volsec::plan) has not landed yet; use Prepare with explicit parameters",
-        ))
+        super::plan::plan(&self.roots, request.get_ref())
+            .await
+            .map(Response::new)
     }
 
     type PrepareStream = ReceiverStream<Result<proto::PrepareEvent, Status>>;

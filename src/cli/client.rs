@@ -75,9 +75,19 @@ pub struct PlanArgs {
     /// The Kubernetes minor version whose gate defaults apply (default: the newest).
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: Option<String>,
-    /// The CSI driver's socket, asked for VOLUME_MOUNT_GROUP.
+    /// The CSI driver's socket; the agent asks it NodeGetCapabilities for VOLUME_MOUNT_GROUP.
     #[arg(long, value_name = "PATH")]
     pub csi_socket: Option<String>,
+    /// Whether the CSI driver has VOLUME_MOUNT_GROUP, when already known (no probe then).
+    #[arg(long, value_name = "BOOL")]
+    pub volume_mount_group: Option<bool>,
+    /// The node's container file label defaults, user:role:type:level (default: the node's).
+    #[arg(long, value_name = "CONTEXT")]
+    pub selinux_defaults: Option<String>,
+    /// The volume's mounted root: with OnRootMismatch, a matching root turns `recursive`
+    /// into `skip`. Must be below one of the agent's --allowed-root.
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -431,9 +441,11 @@ fn plan_request(p: &PlanArgs) -> Result<proto::PlanRequest, String> {
             selinux_enabled: p.selinux_enabled,
             feature_gates,
             kubernetes_version: p.kubernetes_version.clone().unwrap_or_default(),
-            volume_mount_group: None,
+            volume_mount_group: p.volume_mount_group,
             csi_socket: p.csi_socket.clone().unwrap_or_default(),
+            selinux_defaults: p.selinux_defaults.clone().unwrap_or_default(),
         }),
+        path: p.path.clone().unwrap_or_default(),
     })
 }
 
@@ -448,6 +460,25 @@ fn print_plan(plan: &proto::PlanResponse, format: Format) {
             println!("selinux: {} ({})", plan.selinux_action, plan.selinux_reason);
             for w in &plan.warnings {
                 println!("warning: {w}");
+            }
+            match &plan.prepare {
+                Some(p) => {
+                    let mut what = Vec::new();
+                    if let Some(g) = p.fs_group {
+                        what.push(format!(
+                            "--fs-group {g} --change-policy {}",
+                            match p.change_policy() {
+                                proto::ChangePolicy::OnRootMismatch => "OnRootMismatch",
+                                _ => "Always",
+                            }
+                        ));
+                    }
+                    if !p.selinux_context.is_empty() {
+                        what.push(format!("--selinux-context {}", p.selinux_context));
+                    }
+                    println!("volsec prepares: {}", what.join(" "));
+                }
+                None => println!("nothing for volsec to do"),
             }
         }
     }
