@@ -10,7 +10,8 @@
 //! cancelled pass leaves the root unchanged, so the next OnRootMismatch call walks again.
 //!
 //! `--max-jobs` bounds the walks running at once and `--threads` the walker threads of each,
-//! so the node stays responsive. An OnRootMismatch job first checks the root without taking
+//! so the node stays responsive; walker threads run at a lower priority (`--walk-nice`) so
+//! the agent's own answers never wait behind them. An OnRootMismatch job first checks the root without taking
 //! a slot: a call that skips answers at once even while every slot is walking.
 
 use super::metrics::{JobResult, Metrics, Operation};
@@ -77,6 +78,8 @@ pub struct Limits {
     pub slow: SlowTimes,
     /// How often running jobs send a progress event.
     pub progress_every: Duration,
+    /// The nice value of walker threads (0 keeps the agent's).
+    pub walk_nice: i32,
 }
 
 impl Default for Limits {
@@ -87,6 +90,7 @@ impl Default for Limits {
             max_errors: 100,
             slow: SlowTimes::default(),
             progress_every: Duration::from_secs(1),
+            walk_nice: 10,
         }
     }
 }
@@ -322,6 +326,19 @@ fn skip_message(reason: SkipReason) -> &'static str {
     }
 }
 
+/// Raises the calling thread's nice value (Linux keeps one per thread, and new threads
+/// inherit it), so walks yield the CPU to the agent's answers. Lowering priority needs no
+/// privilege; failing to is harmless.
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::debug!("cannot lower the walk's priority: {e}");
+    }
+}
+
 /// Every job the agent holds, by path, oldest first.
 #[derive(Default)]
 struct State {
@@ -374,7 +391,8 @@ impl Jobs {
             let job = tail.clone();
             return Ok(self.attach(job, true, ahead.saturating_sub(1)));
         }
-        let prev = queue.last().cloned();
+        // Wait for every earlier job: one of them may be cancelled and leave early.
+        let earlier: Vec<Arc<JobEntry>> = queue.clone();
         st.next_id += 1;
         let id = format!("job-{}", st.next_id);
         let job = Arc::new(JobEntry::new(id, request, self.limits.max_errors));
@@ -385,7 +403,7 @@ impl Jobs {
         self.live.send_modify(|n| *n += 1);
         self.metrics.jobs_queued.inc();
         tracing::info!(job = %job.id, path = %job.request.path.display(), queued_behind = ahead, "job accepted");
-        tokio::spawn(self.clone().drive(job.clone(), prev));
+        tokio::spawn(self.clone().drive(job.clone(), earlier));
         Ok(self.attach(job, false, ahead))
     }
 
@@ -450,13 +468,13 @@ impl Jobs {
         n
     }
 
-    async fn drive(self: Arc<Self>, job: Arc<JobEntry>, prev: Option<Arc<JobEntry>>) {
-        let finished = self.run(&job, prev).await;
+    async fn drive(self: Arc<Self>, job: Arc<JobEntry>, earlier: Vec<Arc<JobEntry>>) {
+        let finished = self.run(&job, earlier).await;
         self.finish(&job, finished);
     }
 
-    async fn run(&self, job: &Arc<JobEntry>, prev: Option<Arc<JobEntry>>) -> Finished {
-        if let Some(prev) = prev {
+    async fn run(&self, job: &Arc<JobEntry>, earlier: Vec<Arc<JobEntry>>) -> Finished {
+        for prev in earlier {
             tokio::select! {
                 _ = prev.finished() => {}
                 _ = job.cancelled() => return Finished::cancelled_in_queue(),
@@ -532,14 +550,25 @@ impl Jobs {
         *job.walk_started.lock().expect("lock") = Some(started);
         let options = self.options(&job.request, self.limits.threads);
         let j = job.clone();
+        let nice = self.limits.walk_nice;
         let mut pass = tokio::task::spawn_blocking(move || {
-            prepare::prepare(
-                &j.request.path,
-                &j.request.job(),
-                &options,
-                &j.progress,
-                &j.cancel,
-            )
+            // The walker threads inherit the priority of the thread that starts them; that
+            // thread is a fresh one, so the pool's threads (which answer root checks) keep
+            // theirs.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    lower_priority(nice);
+                    prepare::prepare(
+                        &j.request.path,
+                        &j.request.job(),
+                        &options,
+                        &j.progress,
+                        &j.cancel,
+                    )
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
         });
         let every = self.limits.progress_every.max(Duration::from_millis(10));
         let mut tick = tokio::time::interval_at((started + every).into(), every);

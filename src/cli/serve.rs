@@ -55,6 +55,11 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
 
+    /// Nice value of walker threads, so the agent's answers keep priority over walks
+    /// (0 to walk at the agent's own priority).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub walk_nice: i32,
+
     /// How many failures each job lists with their paths (all are counted).
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_errors: usize,
@@ -114,6 +119,7 @@ pub fn run(args: Args) -> u8 {
                 every: args.slow_every,
             },
             progress_every: args.progress_interval,
+            walk_nice: args.walk_nice,
         },
         metrics_listen,
         shutdown_grace: args.shutdown_grace,
