@@ -888,3 +888,67 @@ async fn plan_answers_as_volsec_plan_does_and_its_prepare_carries_it_out() {
         Code::PermissionDenied
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_behind_a_cancelled_one_still_waits_for_the_running_one() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.path().join("big");
+    make_volume(&vol, 100, 500);
+    let agent = Agent::start(
+        fs.path(),
+        &["--threads", "1", "--progress-interval", "50ms"],
+    );
+    let mut client = agent.client().await;
+    let (running, first) = walk_started(
+        &mut client,
+        fs_group(&vol, 2000, proto::ChangePolicy::Always),
+    )
+    .await;
+
+    let mut c = client.clone();
+    let second_req = fs_group(&vol, 3000, proto::ChangePolicy::Always);
+    let second = tokio::spawn(async move { prepare(&mut c, second_req).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = client.clone();
+    let third_req = fs_group(&vol, 4000, proto::ChangePolicy::Always);
+    let third = tokio::spawn(async move { prepare(&mut c, third_req).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let jobs = client
+        .list(proto::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    let cancelled = client
+        .cancel(proto::CancelRequest {
+            job_id: jobs[1].job_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cancelled;
+    assert_eq!(cancelled.len(), 1);
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(result_of(&second).outcome(), proto::Outcome::Cancelled);
+
+    // The third job is still queued: the first one walks on.
+    let jobs = client
+        .list(proto::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let states: Vec<_> = jobs.iter().map(|j| (j.job_id.clone(), j.state())).collect();
+    assert_eq!(jobs.len(), 2, "{states:?}");
+    assert_eq!(jobs[0].job_id, running);
+    assert_eq!(jobs[0].state(), proto::JobState::Running, "{states:?}");
+    assert_eq!(jobs[1].state(), proto::JobState::Queued, "{states:?}");
+    drop(first);
+
+    let third = third.await.unwrap().unwrap();
+    assert_eq!(result_of(&third).outcome(), proto::Outcome::Complete);
+    assert_eq!(gid_mode(&vol).0, 4000);
+}
