@@ -7,19 +7,21 @@ use std::path::PathBuf;
 use volsec::agent::proto::{self, prepare_event::Event};
 use volsec::ownership::ChangePolicy;
 
+const EXAMPLES: &str = "Examples:
+  volsec client list
+  volsec client prepare --fs-group 2000 --change-policy OnRootMismatch /var/lib/kubelet/pods/UID/volumes/kubernetes.io~csi/pv1/mount
+  volsec client --output json prepare --fs-group 2000 PATH
+  volsec client cancel job-7
+  volsec client plan --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml --selinux-enabled
+
+Exit status: 0 done (or skipped), 1 partial or cancelled, 2 refused or unreachable.";
+
 /// Call a running agent (`volsec serve`) by hand: plan, prepare, cancel, list.
 ///
 /// Exit status: 0 done (or skipped), 1 the pass failed in part or was cancelled, 2 the call
 /// was refused or the agent could not be reached.
-///
-/// Examples:
-///   volsec client list
-///   volsec client prepare --fs-group 2000 --change-policy OnRootMismatch /var/lib/kubelet/pods/UID/volumes/kubernetes.io~csi/pv1/mount
-///   volsec client --output json prepare --fs-group 2000 /var/lib/kubelet/pods/UID/volumes/kubernetes.io~empty-dir/data
-///   volsec client cancel job-7
-///   volsec client plan --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml --selinux-enabled
 #[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, after_long_help = EXAMPLES)]
 pub struct Args {
     /// The agent's Unix socket.
     #[arg(

@@ -8,6 +8,16 @@ use volsec::agent::jobs::Limits;
 use volsec::agent::server::{self, Config};
 use volsec::agent::slow::{parse_duration, SlowTimes};
 
+const EXAMPLES: &str = "Examples:
+  volsec serve
+  volsec serve --socket /run/volsec/volsec.sock --max-jobs 4 --threads 8 --log-format json
+  volsec serve --allowed-root /var/lib/kubelet --allowed-root /mnt/disks --allow-uid 0
+  volsec serve --metrics-listen none
+
+SIGTERM stops new calls, lets jobs finish for up to --shutdown-grace, cancels the rest
+(their roots stay unchanged, so a retry redoes them) and exits 0. SIGHUP reloads nothing.
+Under systemd, the socket from volsec.socket (LISTEN_FDS) is used instead of --socket.";
+
 /// Run the node agent: a gRPC service (`volsec.v1.VolumeAgent`) on a Unix socket for the
 /// volume manager, with Prometheus metrics and health endpoints over HTTP.
 ///
@@ -16,14 +26,8 @@ use volsec::agent::slow::{parse_duration, SlowTimes};
 /// reachable without a symlink. Calls for the same path and parameters join one job;
 /// other parameters queue behind it. SIGTERM stops new calls, lets jobs finish for up to
 /// --shutdown-grace, cancels the rest (their roots stay unchanged) and exits 0.
-///
-/// Examples:
-///   volsec serve
-///   volsec serve --socket /run/volsec/volsec.sock --max-jobs 4 --threads 8 --log-format json
-///   volsec serve --allowed-root /var/lib/kubelet --allowed-root /mnt/disks --allow-uid 0
-///   volsec serve --metrics-listen none
 #[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, after_long_help = EXAMPLES)]
 pub struct Args {
     /// The Unix socket to listen on (a stale socket there is replaced; anything else at
     /// that path is refused).
