@@ -1,10 +1,487 @@
-//! `volsec client`.
+//! `volsec client`: drive a running agent by hand, one subcommand per RPC.
 
-/// Not implemented yet.
+use super::output::Format;
+use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use volsec::agent::proto::{self, prepare_event::Event};
+use volsec::ownership::ChangePolicy;
+
+const EXAMPLES: &str = "Examples:
+  volsec client list
+  volsec client prepare --fs-group 2000 --change-policy OnRootMismatch /var/lib/kubelet/pods/UID/volumes/kubernetes.io~csi/pv1/mount
+  volsec client --output json prepare --fs-group 2000 PATH
+  volsec client cancel job-7
+  volsec client plan --pod pod.yaml --volume data --pv pv.yaml --csidriver driver.yaml --selinux-enabled
+
+Exit status: 0 done (or skipped), 1 partial or cancelled, 2 refused or unreachable.";
+
+/// Call a running agent (`volsec serve`) by hand: plan, prepare, cancel, list.
+///
+/// Exit status: 0 done (or skipped), 1 the pass failed in part or was cancelled, 2 the call
+/// was refused or the agent could not be reached.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(verbatim_doc_comment, after_long_help = EXAMPLES)]
+pub struct Args {
+    /// The agent's Unix socket.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "VOLSEC_SOCKET",
+        default_value = "/run/volsec/volsec.sock",
+        global = true
+    )]
+    pub socket: PathBuf,
 
-pub fn run(_args: Args) -> u8 {
-    eprintln!("volsec: client is not implemented yet");
-    super::EXIT_REFUSED
+    /// Output format: text for people; json prints one JSON object per line (for prepare,
+    /// one per event, the result last).
+    #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
+    pub output: Format,
+
+    #[command(subcommand)]
+    pub call: Call,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Call {
+    /// Ask who applies fsGroup and how the SELinux label is applied (the Plan RPC).
+    Plan(PlanArgs),
+    /// Prepare a volume and watch it: progress, kubelet's slow-pass warnings, the result.
+    Prepare(PrepareArgs),
+    /// Cancel a job by id, or every job on a path; its root is left unchanged.
+    Cancel(CancelArgs),
+    /// List the jobs running and queued.
+    List,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The Pod manifest (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    pub pod: PathBuf,
+    /// The volume's name in the pod's spec.volumes.
+    #[arg(long, value_name = "NAME")]
+    pub volume: String,
+    /// The PersistentVolume bound to the volume's claim.
+    #[arg(long, value_name = "FILE")]
+    pub pv: Option<PathBuf>,
+    /// The CSIDriver object of the volume's driver.
+    #[arg(long, value_name = "FILE")]
+    pub csidriver: Option<PathBuf>,
+    /// SELinux is enabled on the node.
+    #[arg(long)]
+    pub selinux_enabled: bool,
+    /// kubelet's feature gates, e.g. SELinuxMount=true,SELinuxChangePolicy=true.
+    #[arg(long, value_name = "GATES", value_delimiter = ',')]
+    pub feature_gates: Vec<String>,
+    /// The Kubernetes minor version whose gate defaults apply (default: the newest).
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+    /// The CSI driver's socket; the agent asks it NodeGetCapabilities for VOLUME_MOUNT_GROUP.
+    #[arg(long, value_name = "PATH")]
+    pub csi_socket: Option<String>,
+    /// Whether the CSI driver has VOLUME_MOUNT_GROUP, when already known (no probe then).
+    #[arg(long, value_name = "BOOL")]
+    pub volume_mount_group: Option<bool>,
+    /// The node's container file label defaults, user:role:type:level (default: the node's).
+    #[arg(long, value_name = "CONTEXT")]
+    pub selinux_defaults: Option<String>,
+    /// The volume's mounted root: with OnRootMismatch, a matching root turns `recursive`
+    /// into `skip`. Must be below one of the agent's --allowed-root.
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    /// The volume's root directory, below one of the agent's --allowed-root.
+    pub path: String,
+    /// The pod's fsGroup.
+    #[arg(long, value_name = "GID")]
+    pub fs_group: Option<u32>,
+    /// The volume is mounted read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// fsGroupChangePolicy.
+    #[arg(long, value_enum, default_value_t = ChangePolicy::Always)]
+    pub change_policy: ChangePolicy,
+    /// Also apply this SELinux file label, in the same walk.
+    #[arg(long, value_name = "CONTEXT")]
+    pub selinux_context: Option<String>,
+    /// A filesystem that cannot store labels is "relabel not needed", not an error.
+    #[arg(long)]
+    pub ignore_unsupported: bool,
+    /// Report what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Walk into nested mount points.
+    #[arg(long)]
+    pub cross_mounts: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CancelArgs {
+    /// The job id (from `volsec client list` or the prepare output).
+    #[arg(required_unless_present = "path")]
+    pub job_id: Option<String>,
+    /// Cancel every job on this path instead.
+    #[arg(long, value_name = "PATH", conflicts_with = "job_id")]
+    pub path: Option<String>,
+}
+
+pub fn run(args: Args) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("volsec: cannot start the async runtime: {e}");
+            return EXIT_REFUSED;
+        }
+    };
+    runtime.block_on(call(args))
+}
+
+async fn call(args: Args) -> u8 {
+    let mut client = match volsec::agent::client::connect(&args.socket).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "volsec: {}: cannot reach the agent: {} (is `volsec serve` running, and may this user open the socket?)",
+                args.socket.display(),
+                source_chain(&e)
+            );
+            return EXIT_REFUSED;
+        }
+    };
+    let format = args.output;
+    let outcome = match args.call {
+        Call::List => client.list(proto::ListRequest {}).await.map(|r| {
+            print_list(&r.into_inner(), format);
+            EXIT_OK
+        }),
+        Call::Cancel(c) => client
+            .cancel(proto::CancelRequest {
+                job_id: c.job_id.unwrap_or_default(),
+                path: c.path.unwrap_or_default(),
+            })
+            .await
+            .map(|r| {
+                let ids = r.into_inner().cancelled;
+                match format {
+                    Format::Json => println!("{}", json!({ "cancelled": ids })),
+                    Format::Text => println!("cancelled: {}", ids.join(", ")),
+                }
+                EXIT_OK
+            }),
+        Call::Plan(p) => match plan_request(&p) {
+            Ok(req) => client.plan(req).await.map(|r| {
+                print_plan(&r.into_inner(), format);
+                EXIT_OK
+            }),
+            Err(e) => {
+                eprintln!("volsec: {e}");
+                return EXIT_REFUSED;
+            }
+        },
+        Call::Prepare(p) => prepare(&mut client, p, format).await,
+    };
+    outcome.unwrap_or_else(|status| {
+        eprintln!(
+            "volsec: the agent refused the call ({:?}): {}",
+            status.code(),
+            status.message()
+        );
+        EXIT_REFUSED
+    })
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+async fn prepare(
+    client: &mut proto::volume_agent_client::VolumeAgentClient<tonic::transport::Channel>,
+    p: PrepareArgs,
+    format: Format,
+) -> Result<u8, tonic::Status> {
+    let request = proto::PrepareRequest {
+        path: p.path,
+        fs_group: p.fs_group,
+        read_only: p.read_only,
+        change_policy: volsec::agent::jobs::policy_to_proto(p.change_policy) as i32,
+        selinux_context: p.selinux_context.unwrap_or_default(),
+        ignore_unsupported_labels: p.ignore_unsupported,
+        dry_run: p.dry_run,
+        cross_mounts: p.cross_mounts,
+    };
+    let mut stream = client.prepare(request).await?.into_inner();
+    while let Some(ev) = stream.message().await? {
+        match format {
+            Format::Json => println!("{}", event_json(&ev)),
+            Format::Text => print_event(&ev),
+        }
+        if let Some(Event::Result(r)) = &ev.event {
+            return Ok(match r.outcome() {
+                proto::Outcome::Complete | proto::Outcome::Skipped => EXIT_OK,
+                proto::Outcome::Refused => EXIT_REFUSED,
+                _ => EXIT_PARTIAL,
+            });
+        }
+    }
+    Err(tonic::Status::unavailable(
+        "the agent closed the stream before the result (it may have stopped); the job may still be running: see `volsec client list`",
+    ))
+}
+
+fn print_event(ev: &proto::PrepareEvent) {
+    let id = &ev.job_id;
+    match &ev.event {
+        Some(Event::Accepted(a)) => {
+            let how = if a.joined {
+                "joined running job"
+            } else {
+                "started job"
+            };
+            let queued = if a.queued_behind > 0 {
+                format!(", queued behind {} job(s) on this path", a.queued_behind)
+            } else {
+                String::new()
+            };
+            println!("{how} {id} ({:?}{queued})", a.state());
+        }
+        Some(Event::Progress(p)) => println!(
+            "{id}: {} inodes, {} changed, {} failed, {} inodes/s, {:.1} s",
+            p.visited,
+            p.changed,
+            p.failed,
+            p.inodes_per_second,
+            p.elapsed_ms as f64 / 1000.0
+        ),
+        Some(Event::Warning(w)) => {
+            let kind = if w.pod_event {
+                "Event Warning "
+            } else {
+                "warning "
+            };
+            println!("{id}: {kind}{}: {}", w.reason, w.message);
+        }
+        Some(Event::Result(r)) => print_result(id, r),
+        None => {}
+    }
+}
+
+fn print_result(id: &str, r: &proto::Result) {
+    println!("{id}: {:?}", r.outcome());
+    if !r.error.is_empty() {
+        println!("  {}", r.error);
+        return;
+    }
+    if !r.skip_message.is_empty() {
+        println!("  skipped: {}", r.skip_message);
+    }
+    let changed = if r.dry_run { "would change" } else { "changed" };
+    println!(
+        "  {} visited, {} {changed}, {} unchanged, {} failed, {} vanished, {} mounts skipped",
+        r.visited, r.changed, r.unchanged, r.failed, r.vanished, r.skipped_mounts
+    );
+    println!(
+        "  {:.3} s, {} inodes/s, {} threads",
+        r.elapsed_ms as f64 / 1000.0,
+        r.inodes_per_second,
+        r.threads
+    );
+    for m in &r.nested_mounts {
+        println!("  nested mount skipped: {m}");
+    }
+    for f in &r.failures {
+        println!(
+            "  error: {}: {} failed: {} ({})",
+            f.path, f.op, f.message, f.errno
+        );
+    }
+    if r.failed > r.failures.len() as u64 {
+        println!(
+            "  ... and {} more failures",
+            r.failed - r.failures.len() as u64
+        );
+    }
+    if matches!(
+        r.outcome(),
+        proto::Outcome::Partial | proto::Outcome::Cancelled
+    ) {
+        println!("  the root was left unchanged, so the next OnRootMismatch call walks again");
+    }
+}
+
+fn progress_json(p: &proto::Progress) -> Value {
+    json!({
+        "visited": p.visited, "changed": p.changed, "unchanged": p.unchanged,
+        "failed": p.failed, "vanished": p.vanished, "elapsed_ms": p.elapsed_ms,
+        "inodes_per_second": p.inodes_per_second,
+    })
+}
+
+/// One event as a JSON object: `{"job_id", "event": "accepted|progress|warning|result", ...}`.
+fn event_json(ev: &proto::PrepareEvent) -> Value {
+    let id = &ev.job_id;
+    match &ev.event {
+        Some(Event::Accepted(a)) => json!({
+            "job_id": id, "event": "accepted", "joined": a.joined,
+            "state": a.state().as_str_name(), "queued_behind": a.queued_behind,
+        }),
+        Some(Event::Progress(p)) => {
+            let mut v = progress_json(p);
+            v["job_id"] = json!(id);
+            v["event"] = json!("progress");
+            v
+        }
+        Some(Event::Warning(w)) => json!({
+            "job_id": id, "event": "warning", "reason": w.reason, "message": w.message,
+            "pod_event": w.pod_event, "processed": w.processed,
+        }),
+        Some(Event::Result(r)) => json!({
+            "job_id": id, "event": "result",
+            "outcome": r.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(),
+            "visited": r.visited, "changed": r.changed, "unchanged": r.unchanged,
+            "failed": r.failed, "vanished": r.vanished, "skipped_mounts": r.skipped_mounts,
+            "errors": r.failures.iter().map(|f| json!({
+                "path": f.path, "op": f.op, "errno": f.errno, "message": f.message,
+            })).collect::<Vec<_>>(),
+            "nested_mounts": r.nested_mounts,
+            "skipped_reason": match r.skip_reason() {
+                proto::SkipReason::Unspecified => Value::Null,
+                proto::SkipReason::OnRootMismatch => json!("OnRootMismatch"),
+                proto::SkipReason::LabelsUnsupported => json!("LabelsUnsupported"),
+            },
+            "skip_message": r.skip_message, "labels_unsupported": r.labels_unsupported,
+            "error": r.error, "elapsed_ms": r.elapsed_ms,
+            "inodes_per_second": r.inodes_per_second, "threads": r.threads, "dry_run": r.dry_run,
+        }),
+        None => json!({ "job_id": id }),
+    }
+}
+
+fn print_list(list: &proto::ListResponse, format: Format) {
+    match format {
+        Format::Json => {
+            let jobs: Vec<Value> = list
+                .jobs
+                .iter()
+                .map(|j| {
+                    json!({
+                        "job_id": j.job_id, "path": j.path,
+                        "state": j.state().as_str_name().trim_start_matches("JOB_STATE_").to_lowercase(),
+                        "fs_group": j.fs_group, "read_only": j.read_only,
+                        "change_policy": j.change_policy().as_str_name(),
+                        "selinux_context": j.selinux_context, "dry_run": j.dry_run,
+                        "callers": j.callers, "cancelling": j.cancelling,
+                        "progress": j.progress.as_ref().map(progress_json),
+                    })
+                })
+                .collect();
+            println!("{}", json!({ "jobs": jobs }));
+        }
+        Format::Text => {
+            if list.jobs.is_empty() {
+                println!("no jobs");
+            }
+            for j in &list.jobs {
+                let visited = j.progress.as_ref().map_or(0, |p| p.visited);
+                let cancelling = if j.cancelling { ", cancelling" } else { "" };
+                println!(
+                    "{} {:?} {} fsGroup={} label={} callers={} visited={visited}{cancelling}",
+                    j.job_id,
+                    j.state(),
+                    j.path,
+                    j.fs_group.map_or("-".into(), |g| g.to_string()),
+                    if j.selinux_context.is_empty() {
+                        "-"
+                    } else {
+                        &j.selinux_context
+                    },
+                    j.callers
+                );
+            }
+        }
+    }
+}
+
+fn plan_request(p: &PlanArgs) -> Result<proto::PlanRequest, String> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+    };
+    let mut feature_gates = std::collections::HashMap::new();
+    for gate in &p.feature_gates {
+        let (name, value) = gate
+            .split_once('=')
+            .ok_or_else(|| format!("--feature-gates {gate:?}: expected NAME=true or NAME=false"))?;
+        let value = value
+            .parse::<bool>()
+            .map_err(|_| format!("--feature-gates {gate:?}: the value must be true or false"))?;
+        feature_gates.insert(name.to_string(), value);
+    }
+    Ok(proto::PlanRequest {
+        pod: read(&p.pod)?,
+        volume: p.volume.clone(),
+        persistent_volume: p.pv.as_ref().map(read).transpose()?.unwrap_or_default(),
+        csi_driver: p
+            .csidriver
+            .as_ref()
+            .map(read)
+            .transpose()?
+            .unwrap_or_default(),
+        node: Some(proto::NodeFacts {
+            selinux_enabled: p.selinux_enabled,
+            feature_gates,
+            kubernetes_version: p.kubernetes_version.clone().unwrap_or_default(),
+            volume_mount_group: p.volume_mount_group,
+            csi_socket: p.csi_socket.clone().unwrap_or_default(),
+            selinux_defaults: p.selinux_defaults.clone().unwrap_or_default(),
+        }),
+        path: p.path.clone().unwrap_or_default(),
+    })
+}
+
+fn print_plan(plan: &proto::PlanResponse, format: Format) {
+    match format {
+        Format::Json => println!("{}", plan.plan_json),
+        Format::Text => {
+            println!(
+                "ownership: {} ({})",
+                plan.ownership_action, plan.ownership_reason
+            );
+            println!("selinux: {} ({})", plan.selinux_action, plan.selinux_reason);
+            for w in &plan.warnings {
+                println!("warning: {w}");
+            }
+            match &plan.prepare {
+                Some(p) => {
+                    let mut what = Vec::new();
+                    if let Some(g) = p.fs_group {
+                        what.push(format!(
+                            "--fs-group {g} --change-policy {}",
+                            match p.change_policy() {
+                                proto::ChangePolicy::OnRootMismatch => "OnRootMismatch",
+                                _ => "Always",
+                            }
+                        ));
+                    }
+                    if !p.selinux_context.is_empty() {
+                        what.push(format!("--selinux-context {}", p.selinux_context));
+                    }
+                    println!("volsec prepares: {}", what.join(" "));
+                }
+                None => println!("nothing for volsec to do"),
+            }
+        }
+    }
 }
