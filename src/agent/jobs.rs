@@ -516,30 +516,17 @@ impl Jobs {
         }
     }
 
-    /// The OnRootMismatch test without a walk: the engine's own pass, entered with the
-    /// cancel flag already set, answers "skipped" when the root matches and otherwise stops
-    /// before reading a single directory, changing nothing.
+    /// The checks that need only the root (refusals, the OnRootMismatch test), without a
+    /// walker slot: `Some(report)` when the root settles the job.
     async fn probe(&self, job: &Arc<JobEntry>) -> Result<Option<Report>, String> {
         let request = job.request.clone();
         let options = self.options(&request, 1);
-        let probed = tokio::task::spawn_blocking(move || {
-            let progress = Progress::new(1);
-            let stop_before_walking = AtomicBool::new(true);
-            prepare::prepare(
-                &request.path,
-                &request.job(),
-                &options,
-                &progress,
-                &stop_before_walking,
-            )
+        tokio::task::spawn_blocking(move || {
+            prepare::check_root(&request.path, &request.job(), &options)
         })
         .await
-        .map_err(|e| format!("the root check failed: {e}"))?;
-        match probed {
-            Ok(report) if report.skipped_reason.is_some() => Ok(Some(report)),
-            Ok(_) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
+        .map_err(|e| format!("the root check failed: {e}"))?
+        .map_err(|e| e.to_string())
     }
 
     /// The pass itself, on a blocking thread, with progress events and kubelet's slow-pass

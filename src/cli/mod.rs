@@ -58,10 +58,11 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    // The agent sets up its own logging (`--log-format`) and keeps SIGPIPE ignored.
     if !matches!(cli.command, Command::Serve(_)) {
         restore_sigpipe();
+        output::init_logging();
     }
-    output::init_logging();
     let code = match cli.command {
         Command::Apply(args) => apply::run(args),
         Command::Relabel(args) => relabel::run(args),

@@ -129,14 +129,10 @@ pub fn run(args: Args) -> u8 {
         shutdown_grace: args.shutdown_grace,
     };
     let logs = log_dispatch(args.log_format);
-    let _main_logs = tracing::dispatcher::set_default(&logs);
+    let _ = tracing::dispatcher::set_global_default(logs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("volsec-agent")
-        .on_thread_start(move || {
-            // The agent's log format applies on every runtime thread for the thread's life.
-            std::mem::forget(tracing::dispatcher::set_default(&logs));
-        })
         .build();
     let runtime = match runtime {
         Ok(rt) => rt,

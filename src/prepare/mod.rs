@@ -14,7 +14,6 @@ pub use report::{Report, SkipReason};
 use crate::ownership::{ChangePolicy, Ownership};
 use crate::selinux::{self, Context};
 use crate::walk::{self, Failure, Outcome, Progress, Root, RootError, Visitor, WalkOptions};
-use std::io;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -78,6 +77,52 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<Report, PrepareError> {
     let started = Instant::now();
+    let checked = check(root, job)?;
+    if checked.skip.is_some() {
+        return Ok(skipped(root, job, &checked, options, progress, started));
+    }
+    let visitor = PassVisitor::new(&checked.job, options.dry_run);
+    raise_descriptor_limit();
+    let outcome = walk::walk(root, &options.walk, &visitor, progress, cancel);
+    if outcome == Outcome::Complete {
+        change_root(root, &visitor, progress);
+    }
+    let mut report = Report::new(root, job, options, progress, None, started);
+    report.outcome = outcome_name(outcome, progress);
+    report.labels_unsupported = checked.labels_unsupported;
+    Ok(report)
+}
+
+/// What [`prepare`] would answer without walking, when the root alone decides: a refusal,
+/// or a skip (OnRootMismatch with a matching root, or a relabel the filesystem cannot
+/// hold). `Ok(None)` means a walk is needed. The agent answers skips with this without
+/// waiting for a walker slot.
+pub fn check_root(
+    path: &Path,
+    job: &Job,
+    options: &Options,
+) -> Result<Option<Report>, PrepareError> {
+    let started = Instant::now();
+    let root = Root::open(path)?;
+    let progress = Progress::new(options.walk.max_errors);
+    let checked = check(&root, job)?;
+    Ok(checked
+        .skip
+        .is_some()
+        .then(|| skipped(&root, job, &checked, options, &progress, started)))
+}
+
+/// A job checked against its root, before any walk.
+struct Checked {
+    /// The job as it will run: without its label when the filesystem cannot store labels
+    /// and the job allows that.
+    job: Job,
+    labels_unsupported: bool,
+    /// Why no walk is needed, if none is.
+    skip: Option<SkipReason>,
+}
+
+fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
     if job.ownership.is_none() && job.label.is_none() {
         return Err(PrepareError::NothingAsked);
     }
@@ -87,65 +132,47 @@ pub fn run(
             what,
         });
     }
-    let visitor = PassVisitor::new(job, options.dry_run);
-    if job.label.is_some() && !visitor.root_stores_labels(root) {
-        if job.ignore_unsupported_labels {
-            return finish_without_labels(root, job, options, progress, cancel, started);
+    let mut job = job.clone();
+    let labels_unsupported = job.label.is_some() && !visitor::root_stores_labels(root);
+    if labels_unsupported {
+        if !job.ignore_unsupported_labels {
+            return Err(PrepareError::LabelsUnsupported {
+                path: root.path().display().to_string(),
+            });
         }
-        return Err(PrepareError::LabelsUnsupported {
-            path: root.path().display().to_string(),
-        });
+        tracing::info!(path = %root.path().display(), "filesystem cannot store SELinux labels; relabel not needed");
+        job.label = None;
     }
-    if job.change_policy == ChangePolicy::OnRootMismatch && visitor.root_matches(root) {
-        progress.visit();
-        progress.record(walk::Visited::Unchanged);
-        return Ok(Report::new(
-            root,
-            job,
-            options,
-            progress,
-            Some(SkipReason::OnRootMismatch),
-            started,
-        ));
-    }
-    raise_descriptor_limit();
-    let outcome = walk::walk(root, &options.walk, &visitor, progress, cancel);
-    if outcome == Outcome::Complete {
-        change_root(root, &visitor, progress);
-    }
-    let mut report = Report::new(root, job, options, progress, None, started);
-    report.outcome = outcome_name(outcome, progress);
-    Ok(report)
+    let skip = if job.ownership.is_none() && job.label.is_none() {
+        Some(SkipReason::LabelsUnsupported)
+    } else if job.change_policy == ChangePolicy::OnRootMismatch
+        && PassVisitor::new(&job, false).root_matches(root)
+    {
+        Some(SkipReason::OnRootMismatch)
+    } else {
+        None
+    };
+    Ok(Checked {
+        job,
+        labels_unsupported,
+        skip,
+    })
 }
 
-/// The relabel part is dropped because the filesystem cannot hold labels; the ownership
-/// part, if any, still runs.
-fn finish_without_labels(
+/// The report of a pass the root alone settled: the root was looked at, nothing changed.
+fn skipped(
     root: &Root,
     job: &Job,
+    checked: &Checked,
     options: &Options,
     progress: &Progress,
-    cancel: &AtomicBool,
     started: Instant,
-) -> Result<Report, PrepareError> {
-    tracing::info!(path = %root.path().display(), "filesystem cannot store SELinux labels; relabel not needed");
-    let without = Job {
-        label: None,
-        ..job.clone()
-    };
-    if without.ownership.is_none() {
-        return Ok(Report::new(
-            root,
-            job,
-            options,
-            progress,
-            Some(SkipReason::LabelsUnsupported),
-            started,
-        ));
-    }
-    let mut report = run(root, &without, options, progress, cancel)?;
-    report.labels_unsupported = true;
-    Ok(report)
+) -> Report {
+    progress.visit();
+    progress.record(walk::Visited::Unchanged);
+    let mut report = Report::new(root, job, options, progress, checked.skip, started);
+    report.labels_unsupported = checked.labels_unsupported;
+    report
 }
 
 fn change_root(root: &Root, visitor: &PassVisitor, progress: &Progress) {
@@ -173,8 +200,4 @@ fn raise_descriptor_limit() {
         let limit = crate::sys::raise_fd_limit();
         tracing::debug!(limit, "RLIMIT_NOFILE");
     });
-}
-
-pub(crate) fn is_unsupported(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(libc::EOPNOTSUPP)
 }

@@ -65,7 +65,7 @@ impl Report {
             errors: progress.errors(),
             nested_mounts: progress.skipped_mounts(),
             skipped_reason,
-            labels_unsupported: skipped_reason == Some(SkipReason::LabelsUnsupported),
+            labels_unsupported: false,
             fs_group: job.ownership.map(|o| o.fs_group),
             read_only: job.ownership.is_some_and(|o| o.read_only),
             selinux_label: job.label.as_ref().map(ToString::to_string),

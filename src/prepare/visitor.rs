@@ -25,16 +25,6 @@ impl PassVisitor {
         }
     }
 
-    /// Whether the root's filesystem can hold labels: `EOPNOTSUPP` on reading the label
-    /// means it cannot (vfat, NFS without labels, a `context=` mount).
-    pub fn root_stores_labels(&self, root: &Root) -> bool {
-        let mut buf = [0u8; 256];
-        match sys::get_xattr(Target::Fd(root.fd()), selinux::XATTR, &mut buf) {
-            Err(e) => !super::is_unsupported(&e),
-            Ok(_) => true,
-        }
-    }
-
     /// Whether the root already has everything the job asks for (the OnRootMismatch test,
     /// extended to the label when one is asked for).
     pub fn root_matches(&self, root: &Root) -> bool {
@@ -115,6 +105,16 @@ fn write_ownership(own: &Ownership, changes: Changes, target: Target<'_>) -> Res
         sys::chmod(target, mode).map_err(|e| OpError::new("chmod", e))?;
     }
     Ok(())
+}
+
+/// Whether the root's filesystem can hold labels: `EOPNOTSUPP` on reading the label means
+/// it cannot (vfat, NFS without labels, a `context=` mount).
+pub(super) fn root_stores_labels(root: &Root) -> bool {
+    let mut buf = [0u8; 256];
+    match sys::get_xattr(Target::Fd(root.fd()), selinux::XATTR, &mut buf) {
+        Err(e) => e.raw_os_error() != Some(libc::EOPNOTSUPP),
+        Ok(_) => true,
+    }
 }
 
 /// Reads the current label and compares it with `wanted` in canonical form. No label at
