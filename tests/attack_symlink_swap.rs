@@ -23,37 +23,14 @@ use rustix::fs::{Mode, OFlags, RenameFlags};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// Passes per attack. The first [`BINARY_ROUNDS`] run the `volsec apply` binary; the rest
 /// drive the same library call in-process, which costs no process start (tens of
 /// milliseconds on a busy CI machine) and so races many more times per second.
 const ROUNDS: usize = 200;
 const BINARY_ROUNDS: usize = 20;
-
-fn run_with_timeout(mut cmd: Command) -> Output {
-    use std::process::Stdio;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn volsec");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait for volsec"),
-        Err(_) => {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish in {TIMEOUT:?}: something blocked (an opened FIFO?)");
-        }
-    }
-}
 
 /// One `volsec apply --fs-group 2000 --output json` under attack: returns the exit code
 /// after checking it is one an attack may cause (0 done, 1 entries failed under the swaps).

@@ -15,12 +15,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
-
-const FS_GROUP: u32 = 2000;
-/// Far beyond what any of these passes takes; only a pass that blocks reaches it.
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
 enum Fs {
@@ -52,57 +47,6 @@ macro_rules! on_tmpfs_and_ext4 {
             }
         )*
     };
-}
-
-/// Runs `cmd`, killing it and failing the test if it takes longer than [`TIMEOUT`].
-fn run_with_timeout(mut cmd: Command) -> Output {
-    use std::process::Stdio;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn volsec");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait for volsec"),
-        Err(_) => {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish in {TIMEOUT:?}: something blocked (an opened FIFO?)");
-        }
-    }
-}
-
-/// `volsec apply --fs-group 2000 --output json EXTRA... PATH`: exit code and parsed report.
-fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    apply_json_env(path, extra, &[])
-}
-
-fn apply_json_env(path: &Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
-    let mut cmd = volsec();
-    cmd.envs(env.iter().copied());
-    cmd.args([
-        "apply",
-        "--fs-group",
-        &FS_GROUP.to_string(),
-        "--output",
-        "json",
-    ])
-    .args(extra)
-    .arg(path);
-    let out = run_with_timeout(cmd);
-    let code = out.status.code().expect("volsec exited, not killed");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "volsec printed no JSON report ({e}); stdout: {} stderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, report)
 }
 
 fn cpath(p: &Path) -> CString {
@@ -274,12 +218,6 @@ fn assert_unchanged(fs: Fs, what: &str, before: &BTreeMap<PathBuf, Attrs>) {
             path.display()
         );
     }
-}
-
-fn count(report: &serde_json::Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
 }
 
 fn every_kind_gets_kubelets_result(fs: Fs) {

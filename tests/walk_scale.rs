@@ -20,7 +20,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const FS_GROUP: u32 = 2000;
 const DEPTH: usize = 10_000;
 const MILLION: usize = 1_000_000;
 const MAX_RSS: u64 = 64 << 20;
@@ -211,12 +210,6 @@ fn apply(path: &Path, nofile: Option<u64>, timeout: Duration) -> Run {
         samples,
         elapsed,
     }
-}
-
-fn count(report: &serde_json::Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
 }
 
 /// A short view of a report for assertion messages (the error list can be long).

@@ -7,6 +7,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod run;
+#[allow(unused_imports)]
+pub use run::*;
+
 /// Fails the test with a clear reason when not root: mounting needs it.
 pub fn require_root() {
     assert!(

@@ -1,0 +1,90 @@
+//! Running the `volsec` binary from a test: never longer than [`TIMEOUT`], and the JSON
+//! report of `volsec apply` parsed, with the exit code and both streams in every failure.
+
+use super::volsec;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// The fsGroup [`apply_json`] passes.
+pub const FS_GROUP: u32 = 2000;
+
+/// Far beyond what any test pass takes; only a pass that blocks reaches it.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `cmd`, killing it and failing the test if it takes longer than [`TIMEOUT`].
+pub fn run_with_timeout(mut cmd: Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn volsec");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait for volsec"),
+        Err(_) => {
+            // SAFETY: plain kill(2) of the child this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish in {TIMEOUT:?}: something blocked (an opened FIFO?)");
+        }
+    }
+}
+
+/// `volsec apply --fs-group 2000 --output json EXTRA... PATH`: exit code and parsed report.
+pub fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    apply_json_env(path, extra, &[])
+}
+
+/// [`apply_json`] with `env` added to volsec's environment.
+pub fn apply_json_env(
+    path: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, serde_json::Value) {
+    let mut cmd = volsec();
+    cmd.envs(env.iter().copied());
+    cmd.args([
+        "apply",
+        "--fs-group",
+        &FS_GROUP.to_string(),
+        "--output",
+        "json",
+    ])
+    .args(extra)
+    .arg(path);
+    let out = run_with_timeout(cmd);
+    let code = out.status.code().expect("volsec exited, not killed");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "volsec printed no JSON report ({e}); exit {code}; stdout: {} stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, report)
+}
+
+/// The count `field` of a report; fails if it is missing or not a number.
+pub fn count(report: &serde_json::Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
+}
+
+/// Fails the test, showing volsec's stderr, unless it exited 0.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// [`assert_success`], then the JSON volsec printed on stdout.
+pub fn success_json(out: &Output) -> serde_json::Value {
+    assert_success(out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
