@@ -20,7 +20,6 @@ mod common;
 use common::*;
 
 use rustix::fs::{Mode, OFlags, RenameFlags};
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,20 +105,6 @@ fn pass(vol: &Path, round: usize, env: &[(&str, &str)]) -> i32 {
     }
 }
 
-type Snapshot = BTreeMap<PathBuf, (u32, u32, u32, i128)>;
-
-/// uid, gid, mode, ctime of every inode under `root` (the test's own tree, never raced).
-fn snapshot(root: &Path) -> Snapshot {
-    all_paths(root)
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let c = ctime_ns(&p);
-            (p, (m.uid(), m.gid(), m.mode(), c))
-        })
-        .collect()
-}
-
 fn assert_outside_untouched(attack: &str, before: &Snapshot) {
     let mut changed = Vec::new();
     for (path, b) in before {
@@ -141,24 +126,13 @@ fn assert_outside_untouched(attack: &str, before: &Snapshot) {
     );
 }
 
-fn mkfifo(p: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        p,
-        rustix::fs::FileType::Fifo,
-        Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", p.display()));
-}
-
 /// A tree outside the volume that volsec would change if it ever got there: gid 0, modes
 /// without the group bits, a FIFO (which would also block an open), nested directories.
 fn build_outside(at: &Path) {
     mkdir(at, 0o700);
     write_file(&at.join("secret"), 0o600);
     write_file(&at.join("suid"), 0o4700);
-    mkfifo(&at.join("fifo"));
+    mkfifo(&at.join("fifo"), 0o600);
     for d in ["etc", "etc/ssl", "etc/ssl/private"] {
         mkdir(&at.join(d), 0o700);
         write_file(&at.join(d).join("key"), 0o600);
@@ -373,7 +347,7 @@ fn directory_swapped_for_fifo_never_blocks() {
     // A FIFO with no writer: an open(O_RDONLY) without O_NONBLOCK would block forever.
     let sc = scene();
     build_victim(&sc.vol.join("victim"));
-    mkfifo(&sc.vol.join("pipe"));
+    mkfifo(&sc.vol.join("pipe"), 0o600);
     // And a directory swapped for a symlink to an outside FIFO.
     build_victim(&sc.vol.join("victim2"));
     std::os::unix::fs::symlink(sc.outside.join("fifo"), sc.vol.join("pipe_link")).unwrap();

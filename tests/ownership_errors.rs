@@ -13,7 +13,6 @@
 mod common;
 use common::*;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,19 +25,7 @@ fn apply(args: &[&str], path: &Path) -> Output {
     run_with_timeout(cmd)
 }
 
-/// (uid, gid, mode, ctime) of everything under `root`, not following symlinks.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, i128)> {
-    all_paths(root)
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let c = ctime_ns(&p);
-            (p, (m.uid(), m.gid(), m.mode(), c))
-        })
-        .collect()
-}
-
-fn assert_unchanged(what: &str, before: &BTreeMap<PathBuf, (u32, u32, u32, i128)>) {
+fn assert_unchanged(what: &str, before: &Snapshot) {
     for (path, b) in before {
         let m = std::fs::symlink_metadata(path).unwrap();
         assert_eq!(

@@ -17,53 +17,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug)]
-enum Fs {
-    Tmpfs,
-    Ext4,
-}
-
-impl Fs {
-    fn mount(self) -> Mounted {
-        match self {
-            Fs::Tmpfs => Mounted::tmpfs(),
-            Fs::Ext4 => Mounted::ext4(32),
-        }
-    }
-}
-
-macro_rules! on_tmpfs_and_ext4 {
-    ($($case:ident),* $(,)?) => {
-        $(
-            mod $case {
-                #[test]
-                fn tmpfs() {
-                    super::$case(super::Fs::Tmpfs)
-                }
-                #[test]
-                fn ext4() {
-                    super::$case(super::Fs::Ext4)
-                }
-            }
-        )*
-    };
-}
+/// Size of the ext4 image every case on ext4 runs on.
+const EXT4_MIB: u64 = 32;
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn mkfifo(p: &Path, mode: u32) {
-    // SAFETY: valid NUL-terminated path.
-    let r = unsafe { libc::mkfifo(cpath(p).as_ptr(), mode) };
-    assert_eq!(
-        r,
-        0,
-        "mkfifo {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
 }
 
 /// A device node. Major 240 is reserved for local/experimental use: no driver answers it, so
@@ -128,7 +86,7 @@ struct Tree {
 
 /// Builds the tree of every entry kind. The socket is bound and closed: its inode stays.
 fn build_tree(fs: Fs) -> Tree {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let vol = mounted.subdir("vol");
     let outside = mounted.subdir("outside");
     mkdir(&vol, 0o755);
@@ -446,7 +404,7 @@ fn read_only_masks(fs: Fs) {
 fn fifo_without_writer_does_not_block(fs: Fs) {
     // A volume of nothing but FIFOs nobody writes to, at several depths, and the root's
     // only subdirectory reached through them: opening any of them O_RDONLY would block.
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let vol = mounted.subdir("vol");
     mkdir(&vol.join("a/b/c"), 0o755);
     for (i, dir) in ["", "a", "a/b", "a/b/c"].iter().enumerate() {
@@ -491,7 +449,7 @@ fn root_last(fs: Fs) {
     // state depends only on its own attributes, so directories below the root are changed as
     // soon as they are opened (see src/walk/mod.rs). ctime records when each inode changed:
     // no inode below the root may have changed after it.
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let vol = mounted.subdir("vol");
     for a in 0..6 {
         for b in 0..6 {

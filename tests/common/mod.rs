@@ -7,7 +7,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod fs;
 mod run;
+#[allow(unused_imports)]
+pub use fs::*;
 #[allow(unused_imports)]
 pub use run::*;
 
@@ -50,7 +53,18 @@ impl Mounted {
         Mounted::image("ext4", mib, &["mkfs.ext4", "-q", "-F"])
     }
 
-    /// A fresh vfat image (a filesystem without xattrs, owners or modes of its own).
+    /// A fresh ramfs: no xattr handlers, and always built into the kernel.
+    pub fn ramfs() -> Mounted {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        run(Command::new("mount")
+            .args(["-t", "ramfs", "volsec-ramfs"])
+            .arg(dir.path()));
+        Mounted { dir, image: None }
+    }
+
+    /// A fresh vfat image (a filesystem without xattrs, owners or modes of its own). Not
+    /// every kernel has vfat: [`mounted_without_xattrs`] falls back to ramfs.
     pub fn vfat(mib: u64) -> Mounted {
         Mounted::image("vfat", mib, &["mkfs.vfat"])
     }
