@@ -3,19 +3,13 @@
 
 mod common;
 
-use common::{gid_mode, mkdir, volsec, write_file, Mounted};
+use common::{assert_success, fixture, gid_mode, mkdir, success_json, volsec, write_file, Mounted};
 use serde_json::Value;
 use std::os::unix::fs::chown;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const DEFAULTS: &str = "system_u:object_r:container_file_t:s0";
 const LABEL: &str = "system_u:object_r:container_file_t:s0:c123,c456";
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
 
 fn plan_path(root: &Path) -> Value {
     let out = volsec()
@@ -27,12 +21,7 @@ fn plan_path(root: &Path) -> Value {
         .arg(root)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    success_json(&out)
 }
 
 fn label_of(path: &Path) -> Option<String> {
@@ -96,11 +85,7 @@ fn apply_runs_the_security_context_demo_plan() {
         .arg(&root)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // The page: drwxrwsrwx root 2000 /data/demo; files group 2000.
     assert_eq!(gid_mode(&root), (2000, 0o2775));
     assert_eq!(gid_mode(&root.join("sub")), (2000, 0o2775));
@@ -129,11 +114,7 @@ fn apply_relabels_and_chowns_in_one_pass() {
         .arg(&root)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("selinux: relabel"), "{text}");
     assert_eq!(gid_mode(&root.join("file")), (2000, 0o660));
@@ -165,11 +146,7 @@ fn apply_leaves_the_label_to_the_mount_option() {
         .arg(&root)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(gid_mode(&root.join("file")), (2000, 0o660));
     assert_ne!(
         label_of(&root.join("file")).as_deref(),
@@ -194,12 +171,7 @@ fn apply_says_why_there_is_nothing_to_do() {
         .arg(&root)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = success_json(&out);
     assert_eq!(v["outcome"], "nothing_to_do");
     assert_eq!(v["ownership"]["action"], "unsupported");
     assert!(v["ownership"]["reason"]

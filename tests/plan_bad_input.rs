@@ -3,24 +3,14 @@
 
 mod common;
 
-use common::volsec;
-use std::path::{Path, PathBuf};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
+use common::{fixture, fixture_args, volsec};
 
 /// Runs `volsec plan` with `args` (`@rel` is a fixture path); asserts exit 2 and one line
 /// on stderr, and returns it.
 fn refused(args: &[&str]) -> String {
     let out = volsec()
         .arg("plan")
-        .args(args.iter().map(|a| match a.strip_prefix('@') {
-            Some(rel) => fixture(rel).into_os_string(),
-            None => a.into(),
-        }))
+        .args(fixture_args(args))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();

@@ -3,18 +3,12 @@
 
 mod common;
 
-use common::volsec;
+use common::{assert_success, fixture, success_json, volsec};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
 
 /// `volsec plan --output json` for the OnRootMismatch pod on a RWO CSI volume, asking the
 /// driver at `sock`; run off the runtime so the server keeps serving.
@@ -32,15 +26,6 @@ async fn plan_with_socket(sock: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_driver_with_volume_mount_group_gets_the_fs_group() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,7 +40,7 @@ async fn a_driver_with_volume_mount_group_gets_the_fs_group() {
     .unwrap();
     // Even fsGroupPolicy None does not stop the delegation.
     let none = fixture("csidriver/none.yaml");
-    let p = json(&plan_with_socket(&sock, &["--csidriver", none.to_str().unwrap()]).await);
+    let p = success_json(&plan_with_socket(&sock, &["--csidriver", none.to_str().unwrap()]).await);
     assert_eq!(p["ownership"]["action"], "delegate");
     assert_eq!(p["ownership"]["volume_mount_group"], "2000");
     assert_eq!(p["csi_volume_mount_group"], true);
@@ -72,7 +57,7 @@ async fn a_driver_without_it_leaves_fs_group_to_kubelet() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
     let driver = FakeDriver::start(&sock, Behaviour::default()).unwrap();
-    let p = json(&plan_with_socket(&sock, &[]).await);
+    let p = success_json(&plan_with_socket(&sock, &[]).await);
     assert_eq!(p["ownership"]["action"], "recursive");
     assert_eq!(p["ownership"]["volume_mount_group"], Value::Null);
     assert_eq!(p["csi_volume_mount_group"], false);
@@ -144,11 +129,7 @@ async fn apply_leaves_a_delegated_volume_alone() {
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("ownership: delegate (volume_mount_group \"2000\")"),
@@ -174,7 +155,7 @@ async fn the_socket_must_be_the_volume_s_driver() {
     };
     let a = FakeDriver::start(&right, behaviour("block.csi.example.com")).unwrap();
     let b = FakeDriver::start(&wrong, behaviour("nfs.csi.k8s.io")).unwrap();
-    let p = json(&plan_with_socket(&right, &[]).await);
+    let p = success_json(&plan_with_socket(&right, &[]).await);
     assert_eq!(p["ownership"]["action"], "delegate");
     let out = plan_with_socket(&wrong, &[]).await;
     assert_eq!(out.status.code(), Some(2));
@@ -206,7 +187,7 @@ async fn a_non_csi_volume_does_not_ask_the_socket() {
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
-    let p = json(&out);
+    let p = success_json(&out);
     assert_eq!(p["csi_volume_mount_group"], Value::Null);
     assert!(p["warnings"][0]
         .as_str()

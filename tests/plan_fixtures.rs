@@ -3,19 +3,12 @@
 
 mod common;
 
-use common::volsec;
+use common::{fixture, fixture_args, volsec};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 
 /// The container defaults every test uses, so labels do not depend on the host.
 const DEFAULTS: &str = "system_u:object_r:container_file_t:s0";
 const LABEL: &str = "system_u:object_r:container_file_t:s0:c123,c456";
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
 
 /// Runs `volsec plan --output json` with `--pod`, `--volume` and `extra`; the JSON plan.
 fn plan(pod: &str, volume: &str, extra: &[&str]) -> Value {
@@ -31,10 +24,7 @@ fn plan(pod: &str, volume: &str, extra: &[&str]) -> Value {
         ])
         .arg("--pod")
         .arg(fixture(pod))
-        .args(extra.iter().map(|a| match a.strip_prefix('@') {
-            Some(rel) => fixture(rel).into_os_string(),
-            None => a.into(),
-        }))
+        .args(fixture_args(extra))
         .output()
         .expect("run volsec");
     assert!(

@@ -270,12 +270,7 @@ fn fused_apply_sets_group_mode_and_label_in_one_walk() {
         .arg(&vol)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = success_json(&out);
     // One walk: every entry visited once, for both changes.
     assert_eq!(report["visited"], n, "{report}");
     assert_eq!(report["changed"], n, "{report}");

@@ -7,8 +7,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod fixtures;
 mod fs;
 mod run;
+#[allow(unused_imports)]
+pub use fixtures::*;
 #[allow(unused_imports)]
 pub use fs::*;
 #[allow(unused_imports)]
