@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, fixture_args, volsec};
+use common::{fixture_args, volsec, volsec_pod};
 
 /// Runs `volsec plan` with `args` (`@rel` is a fixture path); asserts exit 2 and one line
 /// on stderr, and returns it.
@@ -176,9 +176,7 @@ fn apply_with_bad_input_walks_nothing() {
     let file = dir.path().join("f");
     std::fs::write(&file, b"x").unwrap();
     let before = (common::gid_mode(dir.path()), common::gid_mode(&file));
-    let out = volsec()
-        .args(["apply", "--quiet", "--volume", "data", "--pod"])
-        .arg(fixture("pods/on-root-mismatch.yaml"))
+    let out = volsec_pod("apply", "pods/on-root-mismatch.yaml", "data", &["--quiet"])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_success, fixture, success_json, volsec};
+use common::{assert_success, fixture, success_json, volsec_pod};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
@@ -13,14 +13,13 @@ use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
 /// `volsec plan --output json` for the OnRootMismatch pod on a RWO CSI volume, asking the
 /// driver at `sock`; run off the runtime so the server keeps serving.
 async fn plan_with_socket(sock: &Path, extra: &[&str]) -> Output {
-    let mut cmd = volsec();
-    cmd.args(["plan", "--output", "json", "--volume", "data", "--pod"])
-        .arg(fixture("pods/on-root-mismatch.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .arg("--csi-socket")
-        .arg(sock)
-        .args(extra);
+    let mut cmd = volsec_pod(
+        "plan",
+        "pods/on-root-mismatch.yaml",
+        "data",
+        &["--output", "json", "--pv", "@pv/rwo.yaml", "--csi-socket"],
+    );
+    cmd.arg(sock).args(extra);
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
@@ -118,14 +117,13 @@ async fn apply_leaves_a_delegated_volume_alone() {
         },
     )
     .unwrap();
-    let mut cmd = volsec();
-    cmd.args(["apply", "--volume", "data", "--pod"])
-        .arg(fixture("pods/on-root-mismatch.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .arg("--csi-socket")
-        .arg(&sock)
-        .arg(&vol);
+    let mut cmd = volsec_pod(
+        "apply",
+        "pods/on-root-mismatch.yaml",
+        "data",
+        &["--pv", "@pv/rwo.yaml", "--csi-socket"],
+    );
+    cmd.arg(&sock).arg(&vol);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
@@ -172,18 +170,13 @@ async fn the_socket_must_be_the_volume_s_driver() {
 async fn a_non_csi_volume_does_not_ask_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sock");
-    let mut cmd = volsec();
-    cmd.args([
+    let mut cmd = volsec_pod(
         "plan",
-        "--output",
-        "json",
-        "--volume",
+        "pods/security-context.yaml",
         "sec-ctx-vol",
-        "--pod",
-    ])
-    .arg(fixture("pods/security-context.yaml"))
-    .arg("--csi-socket")
-    .arg(&missing);
+        &["--output", "json", "--csi-socket"],
+    );
+    cmd.arg(&missing);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, success_json, volsec};
+use common::{fixture, success_json, volsec_pod};
 use volsec::plan::gates::{FeatureGates, KubeVersion};
 use volsec::plan::identity::{ContainerIdentity, ImageAccounts};
 use volsec::plan::{identities, manifest, NodeFacts};
@@ -97,20 +97,14 @@ fn no_security_context_leaves_the_image_in_charge() {
 
 #[test]
 fn the_cli_reads_the_image_root() {
-    let out = volsec()
-        .args([
-            "plan",
-            "--output",
-            "json",
-            "--volume",
-            "sec-ctx-vol",
-            "--pod",
-        ])
-        .arg(fixture("pods/security-context.yaml"))
-        .arg("--image-root")
-        .arg(fixture("images/agnhost"))
-        .output()
-        .unwrap();
+    let out = volsec_pod(
+        "plan",
+        "pods/security-context.yaml",
+        "sec-ctx-vol",
+        &["--output", "json", "--image-root", "@images/agnhost"],
+    )
+    .output()
+    .unwrap();
     let plan = success_json(&out);
     // uid 1000 is user-defined-in-image, a member of group 50000: Merge adds it.
     assert_eq!(

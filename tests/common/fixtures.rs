@@ -1,7 +1,9 @@
 //! The manifests under `fixtures/` that the plan tests read.
 
+use super::volsec;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// `fixtures/REL` in the source tree.
 pub fn fixture(rel: &str) -> PathBuf {
@@ -16,4 +18,15 @@ pub fn fixture_args<'a>(args: &'a [&'a str]) -> impl Iterator<Item = OsString> +
         Some(rel) => fixture(rel).into_os_string(),
         None => a.into(),
     })
+}
+
+/// `volsec SUBCOMMAND --volume VOLUME --pod fixtures/POD ARGS...`, where `@REL` in ARGS
+/// stands for `fixtures/REL`: the command the plan tests start (add a volume path for
+/// `apply`).
+pub fn volsec_pod(subcommand: &str, pod: &str, volume: &str, args: &[&str]) -> Command {
+    let mut cmd = volsec();
+    cmd.args([subcommand, "--volume", volume, "--pod"])
+        .arg(fixture(pod))
+        .args(fixture_args(args));
+    cmd
 }
