@@ -3,11 +3,12 @@
 
 mod common;
 
-use common::{assert_success, fixture, success_json, volsec_pod};
+use common::{
+    assert_success, driver_with_volume_mount_group, fixture, slow_driver, success_json, volsec_pod,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
 
 /// `volsec plan --output json` for the OnRootMismatch pod on a RWO CSI volume, asking the
@@ -29,14 +30,7 @@ async fn plan_with_socket(sock: &Path, extra: &[&str]) -> Output {
 async fn a_driver_with_volume_mount_group_gets_the_fs_group() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
-    let driver = FakeDriver::start(
-        &sock,
-        Behaviour {
-            volume_mount_group: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let driver = driver_with_volume_mount_group(&sock);
     // Even fsGroupPolicy None does not stop the delegation.
     let none = fixture("csidriver/none.yaml");
     let p = success_json(&plan_with_socket(&sock, &["--csidriver", none.to_str().unwrap()]).await);
@@ -82,15 +76,7 @@ async fn probe_failures_refuse_the_plan() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("connection refused"));
 
     let slow = dir.path().join("slow.sock");
-    let driver = FakeDriver::start(
-        &slow,
-        Behaviour {
-            volume_mount_group: true,
-            delay: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let driver = slow_driver(&slow);
     let out = plan_with_socket(&slow, &["--csi-timeout", "0.3"]).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -109,14 +95,7 @@ async fn apply_leaves_a_delegated_volume_alone() {
     std::fs::create_dir(&vol).unwrap();
     std::fs::write(vol.join("f"), b"x").unwrap();
     let before = (common::gid_mode(&vol), common::gid_mode(&vol.join("f")));
-    let driver = FakeDriver::start(
-        &sock,
-        Behaviour {
-            volume_mount_group: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let driver = driver_with_volume_mount_group(&sock);
     let mut cmd = volsec_pod(
         "apply",
         "pods/on-root-mismatch.yaml",

@@ -7,9 +7,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod csi;
 mod fixtures;
 mod fs;
 mod run;
+#[allow(unused_imports)]
+pub use csi::*;
 #[allow(unused_imports)]
 pub use fixtures::*;
 #[allow(unused_imports)]
