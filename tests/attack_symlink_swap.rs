@@ -24,6 +24,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use volsec::ownership::ChangePolicy;
 
 /// Passes per attack. The first [`BINARY_ROUNDS`] run the `volsec apply` binary; the rest
 /// drive the same library call in-process, which costs no process start (tens of
@@ -80,24 +81,9 @@ fn pass(vol: &Path, round: usize, env: &[(&str, &str)]) -> i32 {
     if round < BINARY_ROUNDS || !env.is_empty() {
         return apply_under_attack(vol, round, env);
     }
-    use volsec::ownership::Ownership;
-    use volsec::prepare::{self, Job, Options};
-    let job = Job {
-        ownership: Some(Ownership {
-            fs_group: fs_group(round).parse().unwrap(),
-            read_only: false,
-        }),
-        ..Job::default()
-    };
-    let progress = volsec::walk::Progress::new(10);
-    let report = prepare::prepare(
-        vol,
-        &job,
-        &Options::default(),
-        &progress,
-        &AtomicBool::new(false),
-    )
-    .unwrap_or_else(|e| panic!("round {round}: a good root under attack was refused: {e}"));
+    let fs_group = fs_group(round).parse().unwrap();
+    let report = prepare_fs_group(vol, Some(fs_group), ChangePolicy::Always)
+        .unwrap_or_else(|e| panic!("round {round}: a good root under attack was refused: {e}"));
     match report.outcome {
         "complete" => 0,
         "partial" => 1,

@@ -19,10 +19,8 @@ use common::*;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use volsec::ownership::{ChangePolicy, Ownership};
-use volsec::prepare::{self, Job, Options, PrepareError, Report, SkipReason};
-use volsec::walk::Progress;
+use volsec::ownership::ChangePolicy;
+use volsec::prepare::{PrepareError, Report, SkipReason};
 
 /// kubelet's `rwMask`, `execMask` and `os.ModeSetgid` (as a Unix mode bit).
 const RW_MASK: u32 = 0o660;
@@ -46,22 +44,7 @@ fn change_permissions(
     fs_group: Option<u32>,
     policy: ChangePolicy,
 ) -> Result<Report, PrepareError> {
-    let job = Job {
-        ownership: fs_group.map(|fs_group| Ownership {
-            fs_group,
-            read_only: false,
-        }),
-        change_policy: policy,
-        ..Job::default()
-    };
-    let progress = Progress::new(100);
-    prepare::prepare(
-        dir,
-        &job,
-        &Options::default(),
-        &progress,
-        &AtomicBool::new(false),
-    )
+    prepare_fs_group(dir, fs_group, policy)
 }
 
 /// kubelet's `verifyDirectoryPermission`: at least the mask's bits plus 0110, and setgid.

@@ -88,3 +88,26 @@ pub fn success_json(out: &Output) -> serde_json::Value {
     assert_success(out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// One pass of the library in-process, as `volsec apply --fs-group` runs it: ownership
+/// `fs_group` (none: no ownership part) read-write, change policy `policy`, default options,
+/// up to 100 errors listed, never cancelled. No process start: tests that race a pass many
+/// times use it.
+pub fn prepare_fs_group(
+    dir: &Path,
+    fs_group: Option<u32>,
+    policy: volsec::ownership::ChangePolicy,
+) -> Result<volsec::prepare::Report, volsec::prepare::PrepareError> {
+    use volsec::prepare::{prepare, Job, Options};
+    let job = Job {
+        ownership: fs_group.map(|fs_group| volsec::ownership::Ownership {
+            fs_group,
+            read_only: false,
+        }),
+        change_policy: policy,
+        ..Job::default()
+    };
+    let progress = volsec::walk::Progress::new(100);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    prepare(dir, &job, &Options::default(), &progress, &cancel)
+}
