@@ -46,6 +46,17 @@ fn small_volume(fs: &Mounted) -> PathBuf {
     vol
 }
 
+/// `dirs` directories `d0`, `d1`, ... of mode 0755 in `vol`, each with `files` empty files
+/// `f0`, `f1`, ...: a pass long enough to interrupt.
+fn fill(vol: &Path, dirs: usize, files: usize) {
+    for d in 0..dirs {
+        mkdir(&vol.join(format!("d{d}")), 0o755);
+        for f in 0..files {
+            std::fs::write(vol.join(format!("d{d}/f{f}")), b"").unwrap();
+        }
+    }
+}
+
 /// A refusal: exit 2, nothing on stdout, one line on stderr naming `path` and containing
 /// `cause`.
 fn assert_refused(out: &Output, path: &Path, cause: &str) {
@@ -522,12 +533,7 @@ fn a_cancelled_pass_leaves_the_root_unchanged() {
     use volsec::walk::Progress;
     let fs = Mounted::tmpfs();
     let vol = fs.subdir("vol");
-    for d in 0..50 {
-        mkdir(&vol.join(format!("d{d}")), 0o755);
-        for f in 0..200 {
-            std::fs::write(vol.join(format!("d{d}/f{f}")), b"").unwrap();
-        }
-    }
+    fill(&vol, 50, 200);
     let root_before = (gid_mode(&vol), ctime_ns(&vol));
     let job = Job {
         ownership: Some(Ownership {
@@ -562,12 +568,7 @@ fn a_killed_pass_leaves_the_root_unchanged() {
     // SIGKILL in the middle of a pass: the root is changed last, so it is still as it was.
     let fs = Mounted::tmpfs();
     let vol = fs.subdir("vol");
-    for d in 0..100 {
-        mkdir(&vol.join(format!("d{d}")), 0o755);
-        for f in 0..1000 {
-            std::fs::write(vol.join(format!("d{d}/f{f}")), b"").unwrap();
-        }
-    }
+    fill(&vol, 100, 1000);
     let root_before = (gid_mode(&vol), ctime_ns(&vol));
     let mut child = volsec()
         .args(["apply", "--fs-group", "2000", "--quiet"])

@@ -257,20 +257,8 @@ fn fused_apply_sets_group_mode_and_label_in_one_walk() {
     let vol = fs.subdir("vol");
     build_tree(&vol);
     let n = all_paths(&vol).len() as u64;
-    let out = volsec()
-        .args([
-            "apply",
-            "--output",
-            "json",
-            "--fs-group",
-            "2000",
-            "--selinux-context",
-            LABEL,
-        ])
-        .arg(&vol)
-        .output()
-        .unwrap();
-    let report = success_json(&out);
+    let (code, report) = apply_json(&vol, &["--selinux-context", LABEL]);
+    assert_eq!(code, 0, "{report}");
     // One walk: every entry visited once, for both changes.
     assert_eq!(report["visited"], n, "{report}");
     assert_eq!(report["changed"], n, "{report}");
@@ -287,20 +275,7 @@ fn fused_apply_sets_group_mode_and_label_in_one_walk() {
     assert_eq!(gid_mode(&vol.join("a/f10")), (2000, 0o664));
     assert_eq!(gid_mode(&vol.join("a/b")), (2000, 0o2775));
 
-    let again = volsec()
-        .args([
-            "apply",
-            "--output",
-            "json",
-            "--fs-group",
-            "2000",
-            "--selinux-context",
-            LABEL,
-        ])
-        .arg(&vol)
-        .output()
-        .unwrap();
-    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let (_, again) = apply_json(&vol, &["--selinux-context", LABEL]);
     assert_eq!(again["changed"], 0, "{again}");
 }
 

@@ -115,18 +115,10 @@ fn vm_hwm(pid: libc::pid_t, exe: &Path) -> Option<u64> {
 // The child is reaped by wait4 (for its rusage), not by `Child::wait`.
 #[allow(clippy::zombie_processes)]
 fn apply(path: &Path, nofile: Option<u64>, timeout: Duration) -> Run {
-    let mut cmd = volsec();
-    cmd.args([
-        "apply",
-        "--fs-group",
-        &FS_GROUP.to_string(),
-        "--output",
-        "json",
-    ])
-    .arg(path)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut cmd = apply_json_command(path, &[]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(n) = nofile {
         // SAFETY: only async-signal-safe setrlimit between fork and exec.
         unsafe {

@@ -33,6 +33,21 @@ pub fn run_with_timeout(mut cmd: Command) -> Output {
     }
 }
 
+/// The command `volsec apply --fs-group 2000 --output json EXTRA... PATH`, not yet started.
+pub fn apply_json_command(path: &Path, extra: &[&str]) -> Command {
+    let mut cmd = volsec();
+    cmd.args([
+        "apply",
+        "--fs-group",
+        &FS_GROUP.to_string(),
+        "--output",
+        "json",
+    ])
+    .args(extra)
+    .arg(path);
+    cmd
+}
+
 /// `volsec apply --fs-group 2000 --output json EXTRA... PATH`: exit code and parsed report.
 pub fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     apply_json_env(path, extra, &[])
@@ -44,17 +59,8 @@ pub fn apply_json_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> (i32, serde_json::Value) {
-    let mut cmd = volsec();
+    let mut cmd = apply_json_command(path, extra);
     cmd.envs(env.iter().copied());
-    cmd.args([
-        "apply",
-        "--fs-group",
-        &FS_GROUP.to_string(),
-        "--output",
-        "json",
-    ])
-    .args(extra)
-    .arg(path);
     let out = run_with_timeout(cmd);
     let code = out.status.code().expect("volsec exited, not killed");
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
