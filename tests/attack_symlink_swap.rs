@@ -413,21 +413,8 @@ fn parent_of_the_root_swapped_for_a_symlink_is_refused() {
                 }
                 return;
             }
-            let job = volsec::prepare::Job {
-                ownership: Some(volsec::ownership::Ownership {
-                    fs_group: fs_group(round).parse().unwrap(),
-                    read_only: false,
-                }),
-                ..Default::default()
-            };
-            let progress = volsec::walk::Progress::new(10);
-            match volsec::prepare::prepare(
-                &root,
-                &job,
-                &Default::default(),
-                &progress,
-                &AtomicBool::new(false),
-            ) {
+            let fs_group = fs_group(round).parse().unwrap();
+            match prepare_fs_group(&root, Some(fs_group), ChangePolicy::Always) {
                 Ok(report) => assert_eq!(report.outcome, "complete", "{report:?}"),
                 Err(volsec::prepare::PrepareError::Root(_)) => refused += 1,
                 Err(e) => panic!("round {round}: {e}"),

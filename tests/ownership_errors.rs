@@ -318,8 +318,8 @@ fn entries_deleted_during_the_pass_are_vanished_not_failed() {
     // they are stat'ed or changed. The library is driven in-process so the deleter can
     // start once the walk is under way. A race: retried until some deletion lands in the
     // window; every attempt must be a clean pass.
-    use volsec::ownership::Ownership;
-    use volsec::prepare::{self, Job, Options};
+    use volsec::ownership::ChangePolicy;
+    use volsec::prepare::{self, Options};
     use volsec::walk::Progress;
     const FILES: usize = 20_000;
     let mut vanished_seen = 0;
@@ -340,13 +340,7 @@ fn entries_deleted_during_the_pass_are_vanished_not_failed() {
             }
         }
         victims.reverse();
-        let job = Job {
-            ownership: Some(Ownership {
-                fs_group: FS_GROUP,
-                read_only: false,
-            }),
-            ..Job::default()
-        };
+        let job = fs_group_job(Some(FS_GROUP), ChangePolicy::Always);
         let progress = Progress::new(100);
         let done = AtomicBool::new(false);
         let report = std::thread::scope(|s| {
@@ -528,20 +522,14 @@ fn a_volume_with_a_non_utf8_root_path_gets_a_json_report() {
 
 #[test]
 fn a_cancelled_pass_leaves_the_root_unchanged() {
-    use volsec::ownership::Ownership;
-    use volsec::prepare::{self, Job, Options};
+    use volsec::ownership::ChangePolicy;
+    use volsec::prepare::{self, Options};
     use volsec::walk::Progress;
     let fs = Mounted::tmpfs();
     let vol = fs.subdir("vol");
     fill(&vol, 50, 200);
     let root_before = (gid_mode(&vol), ctime_ns(&vol));
-    let job = Job {
-        ownership: Some(Ownership {
-            fs_group: FS_GROUP,
-            read_only: false,
-        }),
-        ..Job::default()
-    };
+    let job = fs_group_job(Some(FS_GROUP), ChangePolicy::Always);
     let progress = Progress::new(100);
     let cancel = AtomicBool::new(false);
     let report = std::thread::scope(|s| {

@@ -95,24 +95,32 @@ pub fn success_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// One pass of the library in-process, as `volsec apply --fs-group` runs it: ownership
-/// `fs_group` (none: no ownership part) read-write, change policy `policy`, default options,
-/// up to 100 errors listed, never cancelled. No process start: tests that race a pass many
-/// times use it.
-pub fn prepare_fs_group(
-    dir: &Path,
+/// The job of `volsec apply --fs-group`: ownership `fs_group` (none: no ownership part)
+/// read-write, change policy `policy`, no label.
+pub fn fs_group_job(
     fs_group: Option<u32>,
     policy: volsec::ownership::ChangePolicy,
-) -> Result<volsec::prepare::Report, volsec::prepare::PrepareError> {
-    use volsec::prepare::{prepare, Job, Options};
-    let job = Job {
+) -> volsec::prepare::Job {
+    volsec::prepare::Job {
         ownership: fs_group.map(|fs_group| volsec::ownership::Ownership {
             fs_group,
             read_only: false,
         }),
         change_policy: policy,
-        ..Job::default()
-    };
+        ..volsec::prepare::Job::default()
+    }
+}
+
+/// One pass of the library in-process, as `volsec apply --fs-group` runs it
+/// ([`fs_group_job`]): default options, up to 100 errors listed, never cancelled. No process
+/// start: tests that race a pass many times use it.
+pub fn prepare_fs_group(
+    dir: &Path,
+    fs_group: Option<u32>,
+    policy: volsec::ownership::ChangePolicy,
+) -> Result<volsec::prepare::Report, volsec::prepare::PrepareError> {
+    use volsec::prepare::{prepare, Options};
+    let job = fs_group_job(fs_group, policy);
     let progress = volsec::walk::Progress::new(100);
     let cancel = std::sync::atomic::AtomicBool::new(false);
     prepare(dir, &job, &Options::default(), &progress, &cancel)
