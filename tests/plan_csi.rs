@@ -8,7 +8,7 @@ use common::{
 };
 use serde_json::Value;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
 
 /// `volsec plan --output json` for the OnRootMismatch pod on a RWO CSI volume, asking the
@@ -21,6 +21,11 @@ async fn plan_with_socket(sock: &Path, extra: &[&str]) -> Output {
         &["--output", "json", "--pv", "@pv/rwo.yaml", "--csi-socket"],
     );
     cmd.arg(sock).args(extra);
+    output_off_the_runtime(cmd).await
+}
+
+/// Runs `cmd` on a blocking thread, so that the runtime keeps serving the fake driver.
+async fn output_off_the_runtime(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
@@ -103,9 +108,7 @@ async fn apply_leaves_a_delegated_volume_alone() {
         &["--pv", "@pv/rwo.yaml", "--csi-socket"],
     );
     cmd.arg(&sock).arg(&vol);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output_off_the_runtime(cmd).await;
     assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -156,9 +159,7 @@ async fn a_non_csi_volume_does_not_ask_the_socket() {
         &["--output", "json", "--csi-socket"],
     );
     cmd.arg(&missing);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output_off_the_runtime(cmd).await;
     let p = success_json(&out);
     assert_eq!(p["csi_volume_mount_group"], Value::Null);
     assert!(p["warnings"][0]
