@@ -19,11 +19,7 @@ fn apply_gives_kubelets_modes_and_leaves_symlink_targets_alone() {
         .arg(&vol)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 
     assert_eq!(gid_mode(&vol), (2000, 0o2775));
     assert_eq!(gid_mode(&vol.join("a")), (2000, 0o2775));

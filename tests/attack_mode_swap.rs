@@ -22,9 +22,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use volsec::ownership::Ownership;
-use volsec::prepare::{self, Job, Options};
-use volsec::walk::Progress;
+use volsec::ownership::ChangePolicy;
 
 const PAIRS: usize = 32;
 const ROUNDS: usize = 300;
@@ -34,22 +32,9 @@ const ROOT_FILE_MODE: u32 = 0o700;
 const ROOT_FILE_AFTER: u32 = 0o760;
 
 fn pass(vol: &Path, round: usize) {
-    let job = Job {
-        ownership: Some(Ownership {
-            fs_group: if round % 2 == 0 { 2000 } else { 3000 },
-            read_only: false,
-        }),
-        ..Job::default()
-    };
-    let progress = Progress::new(10);
-    let report = prepare::prepare(
-        vol,
-        &job,
-        &Options::default(),
-        &progress,
-        &AtomicBool::new(false),
-    )
-    .unwrap_or_else(|e| panic!("round {round}: refused: {e}"));
+    let fs_group = if round % 2 == 0 { 2000 } else { 3000 };
+    let report = prepare_fs_group(vol, Some(fs_group), ChangePolicy::Always)
+        .unwrap_or_else(|e| panic!("round {round}: refused: {e}"));
     assert!(
         report.outcome == "complete" || report.outcome == "partial",
         "round {round}: {report:?}"

@@ -20,40 +20,17 @@ mod common;
 use common::*;
 
 use rustix::fs::{Mode, OFlags, RenameFlags};
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use volsec::ownership::ChangePolicy;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// Passes per attack. The first [`BINARY_ROUNDS`] run the `volsec apply` binary; the rest
 /// drive the same library call in-process, which costs no process start (tens of
 /// milliseconds on a busy CI machine) and so races many more times per second.
 const ROUNDS: usize = 200;
 const BINARY_ROUNDS: usize = 20;
-
-fn run_with_timeout(mut cmd: Command) -> Output {
-    use std::process::Stdio;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn volsec");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait for volsec"),
-        Err(_) => {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish in {TIMEOUT:?}: something blocked (an opened FIFO?)");
-        }
-    }
-}
 
 /// One `volsec apply --fs-group 2000 --output json` under attack: returns the exit code
 /// after checking it is one an attack may cause (0 done, 1 entries failed under the swaps).
@@ -104,43 +81,14 @@ fn pass(vol: &Path, round: usize, env: &[(&str, &str)]) -> i32 {
     if round < BINARY_ROUNDS || !env.is_empty() {
         return apply_under_attack(vol, round, env);
     }
-    use volsec::ownership::Ownership;
-    use volsec::prepare::{self, Job, Options};
-    let job = Job {
-        ownership: Some(Ownership {
-            fs_group: fs_group(round).parse().unwrap(),
-            read_only: false,
-        }),
-        ..Job::default()
-    };
-    let progress = volsec::walk::Progress::new(10);
-    let report = prepare::prepare(
-        vol,
-        &job,
-        &Options::default(),
-        &progress,
-        &AtomicBool::new(false),
-    )
-    .unwrap_or_else(|e| panic!("round {round}: a good root under attack was refused: {e}"));
+    let fs_group = fs_group(round).parse().unwrap();
+    let report = prepare_fs_group(vol, Some(fs_group), ChangePolicy::Always)
+        .unwrap_or_else(|e| panic!("round {round}: a good root under attack was refused: {e}"));
     match report.outcome {
         "complete" => 0,
         "partial" => 1,
         other => panic!("round {round}: outcome {other}: {report:?}"),
     }
-}
-
-type Snapshot = BTreeMap<PathBuf, (u32, u32, u32, i128)>;
-
-/// uid, gid, mode, ctime of every inode under `root` (the test's own tree, never raced).
-fn snapshot(root: &Path) -> Snapshot {
-    all_paths(root)
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let c = ctime_ns(&p);
-            (p, (m.uid(), m.gid(), m.mode(), c))
-        })
-        .collect()
 }
 
 fn assert_outside_untouched(attack: &str, before: &Snapshot) {
@@ -164,24 +112,13 @@ fn assert_outside_untouched(attack: &str, before: &Snapshot) {
     );
 }
 
-fn mkfifo(p: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        p,
-        rustix::fs::FileType::Fifo,
-        Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", p.display()));
-}
-
 /// A tree outside the volume that volsec would change if it ever got there: gid 0, modes
 /// without the group bits, a FIFO (which would also block an open), nested directories.
 fn build_outside(at: &Path) {
     mkdir(at, 0o700);
     write_file(&at.join("secret"), 0o600);
     write_file(&at.join("suid"), 0o4700);
-    mkfifo(&at.join("fifo"));
+    mkfifo(&at.join("fifo"), 0o600);
     for d in ["etc", "etc/ssl", "etc/ssl/private"] {
         mkdir(&at.join(d), 0o700);
         write_file(&at.join(d).join("key"), 0o600);
@@ -396,7 +333,7 @@ fn directory_swapped_for_fifo_never_blocks() {
     // A FIFO with no writer: an open(O_RDONLY) without O_NONBLOCK would block forever.
     let sc = scene();
     build_victim(&sc.vol.join("victim"));
-    mkfifo(&sc.vol.join("pipe"));
+    mkfifo(&sc.vol.join("pipe"), 0o600);
     // And a directory swapped for a symlink to an outside FIFO.
     build_victim(&sc.vol.join("victim2"));
     std::os::unix::fs::symlink(sc.outside.join("fifo"), sc.vol.join("pipe_link")).unwrap();
@@ -476,21 +413,8 @@ fn parent_of_the_root_swapped_for_a_symlink_is_refused() {
                 }
                 return;
             }
-            let job = volsec::prepare::Job {
-                ownership: Some(volsec::ownership::Ownership {
-                    fs_group: fs_group(round).parse().unwrap(),
-                    read_only: false,
-                }),
-                ..Default::default()
-            };
-            let progress = volsec::walk::Progress::new(10);
-            match volsec::prepare::prepare(
-                &root,
-                &job,
-                &Default::default(),
-                &progress,
-                &AtomicBool::new(false),
-            ) {
+            let fs_group = fs_group(round).parse().unwrap();
+            match prepare_fs_group(&root, Some(fs_group), ChangePolicy::Always) {
                 Ok(report) => assert_eq!(report.outcome, "complete", "{report:?}"),
                 Err(volsec::prepare::PrepareError::Root(_)) => refused += 1,
                 Err(e) => panic!("round {round}: {e}"),

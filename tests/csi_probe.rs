@@ -1,6 +1,9 @@
 //! The CSI probe against real gRPC servers on Unix sockets: with and without
 //! VOLUME_MOUNT_GROUP, slow, closed, missing, and something that is not gRPC.
 
+mod common;
+
+use common::{driver_with_volume_mount_group, slow_driver};
 use std::time::Duration;
 use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
 use volsec::csi::{probe, ProbeError};
@@ -11,14 +14,7 @@ const QUICK: Duration = Duration::from_secs(5);
 async fn reports_volume_mount_group_when_the_driver_has_it() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
-    let driver = FakeDriver::start(
-        &sock,
-        Behaviour {
-            volume_mount_group: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let driver = driver_with_volume_mount_group(&sock);
     let caps = probe(&sock, QUICK).await.unwrap();
     assert!(caps.volume_mount_group);
     assert_eq!(
@@ -47,15 +43,7 @@ async fn reports_its_absence() {
 async fn a_slow_driver_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
-    let driver = FakeDriver::start(
-        &sock,
-        Behaviour {
-            volume_mount_group: true,
-            delay: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let driver = slow_driver(&sock);
     let started = std::time::Instant::now();
     let err = probe(&sock, Duration::from_millis(300)).await.unwrap_err();
     assert!(matches!(err, ProbeError::Timeout { .. }), "{err}");

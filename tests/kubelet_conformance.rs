@@ -19,10 +19,8 @@ use common::*;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use volsec::ownership::{ChangePolicy, Ownership};
-use volsec::prepare::{self, Job, Options, PrepareError, Report, SkipReason};
-use volsec::walk::Progress;
+use volsec::ownership::ChangePolicy;
+use volsec::prepare::{PrepareError, Report, SkipReason};
 
 /// kubelet's `rwMask`, `execMask` and `os.ModeSetgid` (as a Unix mode bit).
 const RW_MASK: u32 = 0o660;
@@ -30,39 +28,8 @@ const RO_MASK: u32 = 0o440;
 const EXEC_MASK: u32 = 0o110;
 const SETGID: u32 = 0o2000;
 
-/// The filesystems every case runs on.
-#[derive(Clone, Copy, Debug)]
-enum Fs {
-    Tmpfs,
-    Ext4,
-}
-
-impl Fs {
-    fn mount(self) -> Mounted {
-        match self {
-            Fs::Tmpfs => Mounted::tmpfs(),
-            Fs::Ext4 => Mounted::ext4(16),
-        }
-    }
-}
-
-/// One test per filesystem for a case body `fn(Fs)`.
-macro_rules! on_tmpfs_and_ext4 {
-    ($($case:ident),* $(,)?) => {
-        $(
-            mod $case {
-                #[test]
-                fn tmpfs() {
-                    super::$case(super::Fs::Tmpfs)
-                }
-                #[test]
-                fn ext4() {
-                    super::$case(super::Fs::Ext4)
-                }
-            }
-        )*
-    };
-}
+/// Size of the ext4 image every case on ext4 runs on.
+const EXT4_MIB: u64 = 16;
 
 /// What `utiltesting.MkTmpdir` gives the Go tests: a fresh directory of mode 0700.
 fn mk_tmpdir(fs: &Mounted) -> std::path::PathBuf {
@@ -77,22 +44,7 @@ fn change_permissions(
     fs_group: Option<u32>,
     policy: ChangePolicy,
 ) -> Result<Report, PrepareError> {
-    let job = Job {
-        ownership: fs_group.map(|fs_group| Ownership {
-            fs_group,
-            read_only: false,
-        }),
-        change_policy: policy,
-        ..Job::default()
-    };
-    let progress = Progress::new(100);
-    prepare::prepare(
-        dir,
-        &job,
-        &Options::default(),
-        &progress,
-        &AtomicBool::new(false),
-    )
+    prepare_fs_group(dir, fs_group, policy)
 }
 
 /// kubelet's `verifyDirectoryPermission`: at least the mask's bits plus 0110, and setgid.
@@ -127,7 +79,7 @@ struct SkipCase {
 }
 
 fn skip_permission_change(fs: Fs, case: SkipCase) {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let tmp_dir = mk_tmpdir(&mounted);
     let sentinel = tmp_dir.join("sentinel");
     write_file(&sentinel, 0o600);
@@ -311,7 +263,7 @@ on_tmpfs_and_ext4!(
 const EXPECTED_MASK: u32 = RW_MASK | SETGID | EXEC_MASK;
 
 fn ownership_mode_always(fs: Fs) {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let tmp_dir = mk_tmpdir(&mounted);
     let gid = std::fs::symlink_metadata(&tmp_dir).unwrap().gid();
     let info_mode = std::fs::symlink_metadata(&tmp_dir).unwrap().mode() & 0o7777;
@@ -333,7 +285,7 @@ fn ownership_mode_always(fs: Fs) {
 }
 
 fn ownership_mode_onrootmismatch_valid_root(fs: Fs) {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let tmp_dir = mk_tmpdir(&mounted);
     let gid = std::fs::symlink_metadata(&tmp_dir).unwrap().gid();
     let info_mode = std::fs::symlink_metadata(&tmp_dir).unwrap().mode() & 0o7777;
@@ -363,7 +315,7 @@ fn ownership_mode_onrootmismatch_valid_root(fs: Fs) {
 }
 
 fn ownership_mode_onrootmismatch_invalid_root(fs: Fs) {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let tmp_dir = mk_tmpdir(&mounted);
     let gid = std::fs::symlink_metadata(&tmp_dir).unwrap().gid();
     mkdir(&tmp_dir, 0o770);
@@ -413,7 +365,7 @@ fn create_file_txt(dir: &Path) -> std::path::PathBuf {
 }
 
 fn owner_fs_group_nil(fs: Fs) {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let tmp_dir = mk_tmpdir(&mounted);
     let file = create_file_txt(&tmp_dir);
     let (uid, gid) = current_ids();
@@ -437,7 +389,7 @@ fn owner_fs_group_nil(fs: Fs) {
 }
 
 fn owner_fs_group_3000(fs: Fs) {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let tmp_dir = mk_tmpdir(&mounted);
     let file = create_file_txt(&tmp_dir);
     let (uid, _) = current_ids();
@@ -460,7 +412,7 @@ fn owner_fs_group_3000(fs: Fs) {
 }
 
 fn owner_symlink(fs: Fs) {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let tmp_dir = mk_tmpdir(&mounted);
     let file = create_file_txt(&tmp_dir);
     let symname = tmp_dir.join("file_link.txt");

@@ -13,37 +13,11 @@
 mod common;
 use common::*;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-const FS_GROUP: u32 = 2000;
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs `cmd`, killing it and failing the test if it takes longer than [`TIMEOUT`].
-fn run_with_timeout(mut cmd: Command) -> Output {
-    use std::process::Stdio;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn volsec");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait for volsec"),
-        Err(_) => {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish in {TIMEOUT:?}");
-        }
-    }
-}
 
 fn apply(args: &[&str], path: &Path) -> Output {
     let mut cmd = volsec();
@@ -51,41 +25,7 @@ fn apply(args: &[&str], path: &Path) -> Output {
     run_with_timeout(cmd)
 }
 
-/// `volsec apply --fs-group 2000 --output json EXTRA... PATH`: exit code and parsed report.
-fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let mut args = vec!["--fs-group", "2000", "--output", "json"];
-    args.extend_from_slice(extra);
-    let out = apply(&args, path);
-    let code = out.status.code().expect("volsec exited, not killed");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "volsec printed no JSON report ({e}); exit {code}; stdout: {} stderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, report)
-}
-
-fn count(report: &serde_json::Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
-}
-
-/// (uid, gid, mode, ctime) of everything under `root`, not following symlinks.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, i128)> {
-    all_paths(root)
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let c = ctime_ns(&p);
-            (p, (m.uid(), m.gid(), m.mode(), c))
-        })
-        .collect()
-}
-
-fn assert_unchanged(what: &str, before: &BTreeMap<PathBuf, (u32, u32, u32, i128)>) {
+fn assert_unchanged(what: &str, before: &Snapshot) {
     for (path, b) in before {
         let m = std::fs::symlink_metadata(path).unwrap();
         assert_eq!(
@@ -104,6 +44,17 @@ fn small_volume(fs: &Mounted) -> PathBuf {
     write_file(&vol.join("dir/file"), 0o644);
     write_file(&vol.join("top"), 0o600);
     vol
+}
+
+/// `dirs` directories `d0`, `d1`, ... of mode 0755 in `vol`, each with `files` empty files
+/// `f0`, `f1`, ...: a pass long enough to interrupt.
+fn fill(vol: &Path, dirs: usize, files: usize) {
+    for d in 0..dirs {
+        mkdir(&vol.join(format!("d{d}")), 0o755);
+        for f in 0..files {
+            std::fs::write(vol.join(format!("d{d}/f{f}")), b"").unwrap();
+        }
+    }
 }
 
 /// A refusal: exit 2, nothing on stdout, one line on stderr naming `path` and containing
@@ -367,8 +318,8 @@ fn entries_deleted_during_the_pass_are_vanished_not_failed() {
     // they are stat'ed or changed. The library is driven in-process so the deleter can
     // start once the walk is under way. A race: retried until some deletion lands in the
     // window; every attempt must be a clean pass.
-    use volsec::ownership::Ownership;
-    use volsec::prepare::{self, Job, Options};
+    use volsec::ownership::ChangePolicy;
+    use volsec::prepare::{self, Options};
     use volsec::walk::Progress;
     const FILES: usize = 20_000;
     let mut vanished_seen = 0;
@@ -389,13 +340,7 @@ fn entries_deleted_during_the_pass_are_vanished_not_failed() {
             }
         }
         victims.reverse();
-        let job = Job {
-            ownership: Some(Ownership {
-                fs_group: FS_GROUP,
-                read_only: false,
-            }),
-            ..Job::default()
-        };
+        let job = fs_group_job(Some(FS_GROUP), ChangePolicy::Always);
         let progress = Progress::new(100);
         let done = AtomicBool::new(false);
         let report = std::thread::scope(|s| {
@@ -577,25 +522,14 @@ fn a_volume_with_a_non_utf8_root_path_gets_a_json_report() {
 
 #[test]
 fn a_cancelled_pass_leaves_the_root_unchanged() {
-    use volsec::ownership::Ownership;
-    use volsec::prepare::{self, Job, Options};
+    use volsec::ownership::ChangePolicy;
+    use volsec::prepare::{self, Options};
     use volsec::walk::Progress;
     let fs = Mounted::tmpfs();
     let vol = fs.subdir("vol");
-    for d in 0..50 {
-        mkdir(&vol.join(format!("d{d}")), 0o755);
-        for f in 0..200 {
-            std::fs::write(vol.join(format!("d{d}/f{f}")), b"").unwrap();
-        }
-    }
+    fill(&vol, 50, 200);
     let root_before = (gid_mode(&vol), ctime_ns(&vol));
-    let job = Job {
-        ownership: Some(Ownership {
-            fs_group: FS_GROUP,
-            read_only: false,
-        }),
-        ..Job::default()
-    };
+    let job = fs_group_job(Some(FS_GROUP), ChangePolicy::Always);
     let progress = Progress::new(100);
     let cancel = AtomicBool::new(false);
     let report = std::thread::scope(|s| {
@@ -622,12 +556,7 @@ fn a_killed_pass_leaves_the_root_unchanged() {
     // SIGKILL in the middle of a pass: the root is changed last, so it is still as it was.
     let fs = Mounted::tmpfs();
     let vol = fs.subdir("vol");
-    for d in 0..100 {
-        mkdir(&vol.join(format!("d{d}")), 0o755);
-        for f in 0..1000 {
-            std::fs::write(vol.join(format!("d{d}/f{f}")), b"").unwrap();
-        }
-    }
+    fill(&vol, 100, 1000);
     let root_before = (gid_mode(&vol), ctime_ns(&vol));
     let mut child = volsec()
         .args(["apply", "--fs-group", "2000", "--quiet"])

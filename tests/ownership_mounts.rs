@@ -7,55 +7,7 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
-
-const FS_GROUP: u32 = 2000;
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn run_with_timeout(mut cmd: Command) -> Output {
-    use std::process::Stdio;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn volsec");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait for volsec"),
-        Err(_) => {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish in {TIMEOUT:?}");
-        }
-    }
-}
-
-fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let mut cmd = volsec();
-    cmd.args(["apply", "--fs-group", "2000", "--output", "json"])
-        .args(extra)
-        .arg(path);
-    let out = run_with_timeout(cmd);
-    let code = out.status.code().expect("volsec exited, not killed");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "volsec printed no JSON report ({e}); stdout: {} stderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, report)
-}
-
-fn count(report: &serde_json::Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
-}
+use std::process::Command;
 
 /// Unmounts on drop (before the outer mount goes).
 struct Nested(PathBuf);

@@ -15,111 +15,13 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
-const FS_GROUP: u32 = 2000;
-/// Far beyond what any of these passes takes; only a pass that blocks reaches it.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Copy, Debug)]
-enum Fs {
-    Tmpfs,
-    Ext4,
-}
-
-impl Fs {
-    fn mount(self) -> Mounted {
-        match self {
-            Fs::Tmpfs => Mounted::tmpfs(),
-            Fs::Ext4 => Mounted::ext4(32),
-        }
-    }
-}
-
-macro_rules! on_tmpfs_and_ext4 {
-    ($($case:ident),* $(,)?) => {
-        $(
-            mod $case {
-                #[test]
-                fn tmpfs() {
-                    super::$case(super::Fs::Tmpfs)
-                }
-                #[test]
-                fn ext4() {
-                    super::$case(super::Fs::Ext4)
-                }
-            }
-        )*
-    };
-}
-
-/// Runs `cmd`, killing it and failing the test if it takes longer than [`TIMEOUT`].
-fn run_with_timeout(mut cmd: Command) -> Output {
-    use std::process::Stdio;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn volsec");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait for volsec"),
-        Err(_) => {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish in {TIMEOUT:?}: something blocked (an opened FIFO?)");
-        }
-    }
-}
-
-/// `volsec apply --fs-group 2000 --output json EXTRA... PATH`: exit code and parsed report.
-fn apply_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    apply_json_env(path, extra, &[])
-}
-
-fn apply_json_env(path: &Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
-    let mut cmd = volsec();
-    cmd.envs(env.iter().copied());
-    cmd.args([
-        "apply",
-        "--fs-group",
-        &FS_GROUP.to_string(),
-        "--output",
-        "json",
-    ])
-    .args(extra)
-    .arg(path);
-    let out = run_with_timeout(cmd);
-    let code = out.status.code().expect("volsec exited, not killed");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "volsec printed no JSON report ({e}); stdout: {} stderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, report)
-}
+/// Size of the ext4 image every case on ext4 runs on.
+const EXT4_MIB: u64 = 32;
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn mkfifo(p: &Path, mode: u32) {
-    // SAFETY: valid NUL-terminated path.
-    let r = unsafe { libc::mkfifo(cpath(p).as_ptr(), mode) };
-    assert_eq!(
-        r,
-        0,
-        "mkfifo {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
 }
 
 /// A device node. Major 240 is reserved for local/experimental use: no driver answers it, so
@@ -184,7 +86,7 @@ struct Tree {
 
 /// Builds the tree of every entry kind. The socket is bound and closed: its inode stays.
 fn build_tree(fs: Fs) -> Tree {
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let vol = mounted.subdir("vol");
     let outside = mounted.subdir("outside");
     mkdir(&vol, 0o755);
@@ -274,12 +176,6 @@ fn assert_unchanged(fs: Fs, what: &str, before: &BTreeMap<PathBuf, Attrs>) {
             path.display()
         );
     }
-}
-
-fn count(report: &serde_json::Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
 }
 
 fn every_kind_gets_kubelets_result(fs: Fs) {
@@ -508,7 +404,7 @@ fn read_only_masks(fs: Fs) {
 fn fifo_without_writer_does_not_block(fs: Fs) {
     // A volume of nothing but FIFOs nobody writes to, at several depths, and the root's
     // only subdirectory reached through them: opening any of them O_RDONLY would block.
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let vol = mounted.subdir("vol");
     mkdir(&vol.join("a/b/c"), 0o755);
     for (i, dir) in ["", "a", "a/b", "a/b/c"].iter().enumerate() {
@@ -553,7 +449,7 @@ fn root_last(fs: Fs) {
     // state depends only on its own attributes, so directories below the root are changed as
     // soon as they are opened (see src/walk/mod.rs). ctime records when each inode changed:
     // no inode below the root may have changed after it.
-    let mounted = fs.mount();
+    let mounted = fs.mount(EXT4_MIB);
     let vol = mounted.subdir("vol");
     for a in 0..6 {
         for b in 0..6 {

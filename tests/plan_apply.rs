@@ -3,36 +3,42 @@
 
 mod common;
 
-use common::{gid_mode, mkdir, volsec, write_file, Mounted};
+use common::{assert_success, gid_mode, mkdir, success_json, volsec_pod, write_file, Mounted};
 use serde_json::Value;
 use std::os::unix::fs::chown;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::process::Output;
 
 const DEFAULTS: &str = "system_u:object_r:container_file_t:s0";
 const LABEL: &str = "system_u:object_r:container_file_t:s0:c123,c456";
 
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
+fn plan_path(root: &Path) -> Value {
+    let out = volsec_pod(
+        "plan",
+        "pods/on-root-mismatch.yaml",
+        "data",
+        &["--output", "json", "--pv", "@pv/rwo.yaml", "--path"],
+    )
+    .arg(root)
+    .output()
+    .unwrap();
+    success_json(&out)
 }
 
-fn plan_path(root: &Path) -> Value {
-    let out = volsec()
-        .args(["plan", "--output", "json", "--volume", "data", "--pod"])
-        .arg(fixture("pods/on-root-mismatch.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .arg("--path")
+/// `volsec apply --quiet` of the selinux-level pod's volume `data` on `root`, SELinux
+/// enabled with the container defaults, and `extra` (`@REL`: a fixture).
+fn apply_selinux_level(root: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--quiet",
+        "--selinux-enabled",
+        "--selinux-defaults",
+        DEFAULTS,
+    ];
+    args.extend_from_slice(extra);
+    volsec_pod("apply", "pods/selinux-level.yaml", "data", &args)
         .arg(root)
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .unwrap()
 }
 
 fn label_of(path: &Path) -> Option<String> {
@@ -90,17 +96,16 @@ fn apply_runs_the_security_context_demo_plan() {
     let root = m.subdir("vol");
     mkdir(&root.join("sub"), 0o755);
     write_file(&root.join("sub/file"), 0o644);
-    let out = volsec()
-        .args(["apply", "--quiet", "--volume", "sec-ctx-vol", "--pod"])
-        .arg(fixture("pods/security-context.yaml"))
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = volsec_pod(
+        "apply",
+        "pods/security-context.yaml",
+        "sec-ctx-vol",
+        &["--quiet"],
+    )
+    .arg(&root)
+    .output()
+    .unwrap();
+    assert_success(&out);
     // The page: drwxrwsrwx root 2000 /data/demo; files group 2000.
     assert_eq!(gid_mode(&root), (2000, 0o2775));
     assert_eq!(gid_mode(&root.join("sub")), (2000, 0o2775));
@@ -112,28 +117,8 @@ fn apply_relabels_and_chowns_in_one_pass() {
     let m = Mounted::tmpfs();
     let root = m.subdir("vol");
     write_file(&root.join("file"), 0o600);
-    let out = volsec()
-        .args([
-            "apply",
-            "--quiet",
-            "--selinux-enabled",
-            "--selinux-defaults",
-            DEFAULTS,
-            "--volume",
-            "data",
-            "--pod",
-        ])
-        .arg(fixture("pods/selinux-level.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = apply_selinux_level(&root, &["--pv", "@pv/rwo.yaml"]);
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("selinux: relabel"), "{text}");
     assert_eq!(gid_mode(&root.join("file")), (2000, 0o660));
@@ -146,30 +131,16 @@ fn apply_leaves_the_label_to_the_mount_option() {
     let m = Mounted::tmpfs();
     let root = m.subdir("vol");
     write_file(&root.join("file"), 0o600);
-    let out = volsec()
-        .args([
-            "apply",
-            "--quiet",
-            "--selinux-enabled",
-            "--selinux-defaults",
-            DEFAULTS,
-            "--volume",
-            "data",
-            "--pod",
-        ])
-        .arg(fixture("pods/selinux-level.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwop.yaml"))
-        .arg("--csidriver")
-        .arg(fixture("csidriver/rwo-fstype.yaml"))
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = apply_selinux_level(
+        &root,
+        &[
+            "--pv",
+            "@pv/rwop.yaml",
+            "--csidriver",
+            "@csidriver/rwo-fstype.yaml",
+        ],
     );
+    assert_success(&out);
     assert_eq!(gid_mode(&root.join("file")), (2000, 0o660));
     assert_ne!(
         label_of(&root.join("file")).as_deref(),
@@ -184,22 +155,23 @@ fn apply_says_why_there_is_nothing_to_do() {
     let root = m.subdir("vol");
     write_file(&root.join("file"), 0o600);
     let before = gid_mode(&root.join("file"));
-    let out = volsec()
-        .args(["apply", "--output", "json", "--volume", "data", "--pod"])
-        .arg(fixture("pods/on-root-mismatch.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .arg("--csidriver")
-        .arg(fixture("csidriver/none.yaml"))
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = volsec_pod(
+        "apply",
+        "pods/on-root-mismatch.yaml",
+        "data",
+        &[
+            "--output",
+            "json",
+            "--pv",
+            "@pv/rwo.yaml",
+            "--csidriver",
+            "@csidriver/none.yaml",
+        ],
+    )
+    .arg(&root)
+    .output()
+    .unwrap();
+    let v = success_json(&out);
     assert_eq!(v["outcome"], "nothing_to_do");
     assert_eq!(v["ownership"]["action"], "unsupported");
     assert!(v["ownership"]["reason"]

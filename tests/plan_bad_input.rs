@@ -3,24 +3,14 @@
 
 mod common;
 
-use common::volsec;
-use std::path::{Path, PathBuf};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
+use common::{fixture_args, volsec, volsec_pod};
 
 /// Runs `volsec plan` with `args` (`@rel` is a fixture path); asserts exit 2 and one line
 /// on stderr, and returns it.
 fn refused(args: &[&str]) -> String {
     let out = volsec()
         .arg("plan")
-        .args(args.iter().map(|a| match a.strip_prefix('@') {
-            Some(rel) => fixture(rel).into_os_string(),
-            None => a.into(),
-        }))
+        .args(fixture_args(args))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -186,9 +176,7 @@ fn apply_with_bad_input_walks_nothing() {
     let file = dir.path().join("f");
     std::fs::write(&file, b"x").unwrap();
     let before = (common::gid_mode(dir.path()), common::gid_mode(&file));
-    let out = volsec()
-        .args(["apply", "--quiet", "--volume", "data", "--pod"])
-        .arg(fixture("pods/on-root-mismatch.yaml"))
+    let out = volsec_pod("apply", "pods/on-root-mismatch.yaml", "data", &["--quiet"])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -3,59 +3,42 @@
 
 mod common;
 
-use common::volsec;
+use common::{
+    assert_success, driver_with_volume_mount_group, fixture, slow_driver, success_json, volsec_pod,
+};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output};
 use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
 
 /// `volsec plan --output json` for the OnRootMismatch pod on a RWO CSI volume, asking the
 /// driver at `sock`; run off the runtime so the server keeps serving.
 async fn plan_with_socket(sock: &Path, extra: &[&str]) -> Output {
-    let mut cmd = volsec();
-    cmd.args(["plan", "--output", "json", "--volume", "data", "--pod"])
-        .arg(fixture("pods/on-root-mismatch.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .arg("--csi-socket")
-        .arg(sock)
-        .args(extra);
+    let mut cmd = volsec_pod(
+        "plan",
+        "pods/on-root-mismatch.yaml",
+        "data",
+        &["--output", "json", "--pv", "@pv/rwo.yaml", "--csi-socket"],
+    );
+    cmd.arg(sock).args(extra);
+    output_off_the_runtime(cmd).await
+}
+
+/// Runs `cmd` on a blocking thread, so that the runtime keeps serving the fake driver.
+async fn output_off_the_runtime(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_driver_with_volume_mount_group_gets_the_fs_group() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
-    let driver = FakeDriver::start(
-        &sock,
-        Behaviour {
-            volume_mount_group: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let driver = driver_with_volume_mount_group(&sock);
     // Even fsGroupPolicy None does not stop the delegation.
     let none = fixture("csidriver/none.yaml");
-    let p = json(&plan_with_socket(&sock, &["--csidriver", none.to_str().unwrap()]).await);
+    let p = success_json(&plan_with_socket(&sock, &["--csidriver", none.to_str().unwrap()]).await);
     assert_eq!(p["ownership"]["action"], "delegate");
     assert_eq!(p["ownership"]["volume_mount_group"], "2000");
     assert_eq!(p["csi_volume_mount_group"], true);
@@ -72,7 +55,7 @@ async fn a_driver_without_it_leaves_fs_group_to_kubelet() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
     let driver = FakeDriver::start(&sock, Behaviour::default()).unwrap();
-    let p = json(&plan_with_socket(&sock, &[]).await);
+    let p = success_json(&plan_with_socket(&sock, &[]).await);
     assert_eq!(p["ownership"]["action"], "recursive");
     assert_eq!(p["ownership"]["volume_mount_group"], Value::Null);
     assert_eq!(p["csi_volume_mount_group"], false);
@@ -98,15 +81,7 @@ async fn probe_failures_refuse_the_plan() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("connection refused"));
 
     let slow = dir.path().join("slow.sock");
-    let driver = FakeDriver::start(
-        &slow,
-        Behaviour {
-            volume_mount_group: true,
-            delay: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let driver = slow_driver(&slow);
     let out = plan_with_socket(&slow, &["--csi-timeout", "0.3"]).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -125,30 +100,16 @@ async fn apply_leaves_a_delegated_volume_alone() {
     std::fs::create_dir(&vol).unwrap();
     std::fs::write(vol.join("f"), b"x").unwrap();
     let before = (common::gid_mode(&vol), common::gid_mode(&vol.join("f")));
-    let driver = FakeDriver::start(
-        &sock,
-        Behaviour {
-            volume_mount_group: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let mut cmd = volsec();
-    cmd.args(["apply", "--volume", "data", "--pod"])
-        .arg(fixture("pods/on-root-mismatch.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .arg("--csi-socket")
-        .arg(&sock)
-        .arg(&vol);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let driver = driver_with_volume_mount_group(&sock);
+    let mut cmd = volsec_pod(
+        "apply",
+        "pods/on-root-mismatch.yaml",
+        "data",
+        &["--pv", "@pv/rwo.yaml", "--csi-socket"],
     );
+    cmd.arg(&sock).arg(&vol);
+    let out = output_off_the_runtime(cmd).await;
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("ownership: delegate (volume_mount_group \"2000\")"),
@@ -174,7 +135,7 @@ async fn the_socket_must_be_the_volume_s_driver() {
     };
     let a = FakeDriver::start(&right, behaviour("block.csi.example.com")).unwrap();
     let b = FakeDriver::start(&wrong, behaviour("nfs.csi.k8s.io")).unwrap();
-    let p = json(&plan_with_socket(&right, &[]).await);
+    let p = success_json(&plan_with_socket(&right, &[]).await);
     assert_eq!(p["ownership"]["action"], "delegate");
     let out = plan_with_socket(&wrong, &[]).await;
     assert_eq!(out.status.code(), Some(2));
@@ -191,22 +152,15 @@ async fn the_socket_must_be_the_volume_s_driver() {
 async fn a_non_csi_volume_does_not_ask_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sock");
-    let mut cmd = volsec();
-    cmd.args([
+    let mut cmd = volsec_pod(
         "plan",
-        "--output",
-        "json",
-        "--volume",
+        "pods/security-context.yaml",
         "sec-ctx-vol",
-        "--pod",
-    ])
-    .arg(fixture("pods/security-context.yaml"))
-    .arg("--csi-socket")
-    .arg(&missing);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let p = json(&out);
+        &["--output", "json", "--csi-socket"],
+    );
+    cmd.arg(&missing);
+    let out = output_off_the_runtime(cmd).await;
+    let p = success_json(&out);
     assert_eq!(p["csi_volume_mount_group"], Value::Null);
     assert!(p["warnings"][0]
         .as_str()

@@ -3,40 +3,25 @@
 
 mod common;
 
-use common::volsec;
+use common::{fixture_args, volsec_pod};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::process::Output;
 
 /// The container defaults every test uses, so labels do not depend on the host.
 const DEFAULTS: &str = "system_u:object_r:container_file_t:s0";
 const LABEL: &str = "system_u:object_r:container_file_t:s0:c123,c456";
 
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
-
 /// Runs `volsec plan --output json` with `--pod`, `--volume` and `extra`; the JSON plan.
 fn plan(pod: &str, volume: &str, extra: &[&str]) -> Value {
-    let out = volsec()
-        .args([
-            "plan",
-            "--output",
-            "json",
-            "--selinux-defaults",
-            DEFAULTS,
-            "--volume",
-            volume,
-        ])
-        .arg("--pod")
-        .arg(fixture(pod))
-        .args(extra.iter().map(|a| match a.strip_prefix('@') {
-            Some(rel) => fixture(rel).into_os_string(),
-            None => a.into(),
-        }))
-        .output()
-        .expect("run volsec");
+    let out = volsec_pod(
+        "plan",
+        pod,
+        volume,
+        &["--output", "json", "--selinux-defaults", DEFAULTS],
+    )
+    .args(fixture_args(extra))
+    .output()
+    .expect("run volsec");
     assert!(
         out.status.success(),
         "volsec plan failed ({}): {}",
@@ -91,11 +76,7 @@ fn pods_without_volumes_are_refused_with_the_list() {
         "pods/security-context-3.yaml",
         "pods/security-context-4.yaml",
     ] {
-        let out = volsec()
-            .args(["plan", "--volume", "data", "--pod"])
-            .arg(fixture(pod))
-            .output()
-            .unwrap();
+        let out = volsec_pod("plan", pod, "data", &[]).output().unwrap();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -299,6 +280,14 @@ fn selinux_plan(pod: &str, pv: &str, driver: &str, extra: &[&str]) -> Value {
     plan(pod, "data", &args)
 }
 
+/// `volsec plan` in text, SELinux enabled with the container defaults, for volume `data` of
+/// `pod` with `extra` (`@REL`: a fixture); exit status unchecked.
+fn selinux_plan_text(pod: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["--selinux-enabled", "--selinux-defaults", DEFAULTS];
+    args.extend_from_slice(extra);
+    volsec_pod("plan", pod, "data", &args).output().unwrap()
+}
+
 #[test]
 fn rwop_with_se_linux_mount_driver_is_mounted_with_the_label() {
     let p = selinux_plan(
@@ -406,23 +395,15 @@ fn se_linux_change_policy_recursive_opts_out() {
 
 #[test]
 fn two_labels_for_one_mounted_volume_are_refused() {
-    let out = volsec()
-        .args([
-            "plan",
-            "--selinux-enabled",
-            "--selinux-defaults",
-            DEFAULTS,
-            "--volume",
-            "data",
-            "--pod",
-        ])
-        .arg(fixture("pods/two-labels.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwop.yaml"))
-        .arg("--csidriver")
-        .arg(fixture("csidriver/rwo-fstype.yaml"))
-        .output()
-        .unwrap();
+    let out = selinux_plan_text(
+        "pods/two-labels.yaml",
+        &[
+            "--pv",
+            "@pv/rwop.yaml",
+            "--csidriver",
+            "@csidriver/rwo-fstype.yaml",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -510,21 +491,7 @@ fn no_se_linux_options_at_all() {
 
 #[test]
 fn text_output_explains_both_decisions() {
-    let out = volsec()
-        .args([
-            "plan",
-            "--selinux-enabled",
-            "--selinux-defaults",
-            DEFAULTS,
-            "--volume",
-            "data",
-            "--pod",
-        ])
-        .arg(fixture("pods/selinux-level.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .output()
-        .unwrap();
+    let out = selinux_plan_text("pods/selinux-level.yaml", &["--pv", "@pv/rwo.yaml"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

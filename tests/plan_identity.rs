@@ -3,18 +3,11 @@
 
 mod common;
 
-use common::volsec;
-use std::path::{Path, PathBuf};
+use common::{fixture, success_json, volsec_pod};
 use volsec::plan::gates::{FeatureGates, KubeVersion};
 use volsec::plan::identity::{ContainerIdentity, ImageAccounts};
 use volsec::plan::{identities, manifest, NodeFacts};
 use volsec::selinux::Context;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
 
 fn node(version: &str, image: Option<ImageAccounts>) -> NodeFacts {
     NodeFacts {
@@ -104,26 +97,15 @@ fn no_security_context_leaves_the_image_in_charge() {
 
 #[test]
 fn the_cli_reads_the_image_root() {
-    let out = volsec()
-        .args([
-            "plan",
-            "--output",
-            "json",
-            "--volume",
-            "sec-ctx-vol",
-            "--pod",
-        ])
-        .arg(fixture("pods/security-context.yaml"))
-        .arg("--image-root")
-        .arg(fixture("images/agnhost"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = volsec_pod(
+        "plan",
+        "pods/security-context.yaml",
+        "sec-ctx-vol",
+        &["--output", "json", "--image-root", "@images/agnhost"],
+    )
+    .output()
+    .unwrap();
+    let plan = success_json(&out);
     // uid 1000 is user-defined-in-image, a member of group 50000: Merge adds it.
     assert_eq!(
         plan["containers"][0]["groups"],

@@ -118,9 +118,5 @@ fn home_is_refused_and_a_directory_below_tmp_is_not() {
         .arg(&home)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }

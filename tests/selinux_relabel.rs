@@ -50,14 +50,7 @@ fn build_tree(vol: &Path) {
     std::os::unix::fs::symlink("f00", vol.join("link-file")).unwrap();
     std::os::unix::fs::symlink("a/b", vol.join("a/link-dir")).unwrap();
     std::os::unix::fs::symlink("/nonexistent", vol.join("dangling")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        vol.join("a/fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
+    mkfifo(&vol.join("a/fifo"), 0o644);
     set_raw_label(&vol.join("a/f10"), OTHER.as_bytes());
     set_raw_label(
         &vol.join("a/b"),
@@ -264,25 +257,8 @@ fn fused_apply_sets_group_mode_and_label_in_one_walk() {
     let vol = fs.subdir("vol");
     build_tree(&vol);
     let n = all_paths(&vol).len() as u64;
-    let out = volsec()
-        .args([
-            "apply",
-            "--output",
-            "json",
-            "--fs-group",
-            "2000",
-            "--selinux-context",
-            LABEL,
-        ])
-        .arg(&vol)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, report) = apply_json(&vol, &["--selinux-context", LABEL]);
+    assert_eq!(code, 0, "{report}");
     // One walk: every entry visited once, for both changes.
     assert_eq!(report["visited"], n, "{report}");
     assert_eq!(report["changed"], n, "{report}");
@@ -299,70 +275,13 @@ fn fused_apply_sets_group_mode_and_label_in_one_walk() {
     assert_eq!(gid_mode(&vol.join("a/f10")), (2000, 0o664));
     assert_eq!(gid_mode(&vol.join("a/b")), (2000, 0o2775));
 
-    let again = volsec()
-        .args([
-            "apply",
-            "--output",
-            "json",
-            "--fs-group",
-            "2000",
-            "--selinux-context",
-            LABEL,
-        ])
-        .arg(&vol)
-        .output()
-        .unwrap();
-    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let (_, again) = apply_json(&vol, &["--selinux-context", LABEL]);
     assert_eq!(again["changed"], 0, "{again}");
-}
-
-/// A filesystem without xattr support: a loop-mounted vfat image when the kernel has vfat,
-/// else ramfs (which has no xattr handlers either, and is always built in).
-enum NoXattrFs {
-    Vfat(Mounted),
-    Ramfs(tempfile::TempDir),
-}
-
-impl NoXattrFs {
-    fn mount() -> NoXattrFs {
-        let known = std::fs::read_to_string("/proc/filesystems").expect("/proc/filesystems");
-        if known.split_whitespace().any(|fs| fs == "vfat") {
-            return NoXattrFs::Vfat(Mounted::vfat(32));
-        }
-        eprintln!("this kernel has no vfat driver: testing EOPNOTSUPP on ramfs instead");
-        require_root();
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "ramfs", "volsec-ramfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "mount -t ramfs failed: neither vfat nor ramfs is available"
-        );
-        NoXattrFs::Ramfs(dir)
-    }
-
-    fn path(&self) -> &Path {
-        match self {
-            NoXattrFs::Vfat(m) => m.path(),
-            NoXattrFs::Ramfs(dir) => dir.path(),
-        }
-    }
-}
-
-impl Drop for NoXattrFs {
-    fn drop(&mut self) {
-        if let NoXattrFs::Ramfs(dir) = self {
-            umount(dir.path());
-        }
-    }
 }
 
 #[test]
 fn a_filesystem_without_xattrs_gives_one_clear_message() {
-    let fs = NoXattrFs::mount();
+    let (fs, _which) = mounted_without_xattrs();
     let vol = fs.path().join("vol");
     std::fs::create_dir(&vol).unwrap();
     write_file(&vol.join("f"), 0o644);

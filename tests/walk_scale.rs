@@ -20,7 +20,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const FS_GROUP: u32 = 2000;
 const DEPTH: usize = 10_000;
 const MILLION: usize = 1_000_000;
 const MAX_RSS: u64 = 64 << 20;
@@ -116,18 +115,10 @@ fn vm_hwm(pid: libc::pid_t, exe: &Path) -> Option<u64> {
 // The child is reaped by wait4 (for its rusage), not by `Child::wait`.
 #[allow(clippy::zombie_processes)]
 fn apply(path: &Path, nofile: Option<u64>, timeout: Duration) -> Run {
-    let mut cmd = volsec();
-    cmd.args([
-        "apply",
-        "--fs-group",
-        &FS_GROUP.to_string(),
-        "--output",
-        "json",
-    ])
-    .arg(path)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut cmd = apply_json_command(path, &[]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(n) = nofile {
         // SAFETY: only async-signal-safe setrlimit between fork and exec.
         unsafe {
@@ -211,12 +202,6 @@ fn apply(path: &Path, nofile: Option<u64>, timeout: Duration) -> Run {
         samples,
         elapsed,
     }
-}
-
-fn count(report: &serde_json::Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report field {field:?} missing or not a count: {report}"))
 }
 
 /// A short view of a report for assertion messages (the error list can be long).

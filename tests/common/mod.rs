@@ -7,6 +7,19 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod csi;
+mod fixtures;
+mod fs;
+mod run;
+#[allow(unused_imports)]
+pub use csi::*;
+#[allow(unused_imports)]
+pub use fixtures::*;
+#[allow(unused_imports)]
+pub use fs::*;
+#[allow(unused_imports)]
+pub use run::*;
+
 /// Fails the test with a clear reason when not root: mounting needs it.
 pub fn require_root() {
     assert!(
@@ -46,7 +59,18 @@ impl Mounted {
         Mounted::image("ext4", mib, &["mkfs.ext4", "-q", "-F"])
     }
 
-    /// A fresh vfat image (a filesystem without xattrs, owners or modes of its own).
+    /// A fresh ramfs: no xattr handlers, and always built into the kernel.
+    pub fn ramfs() -> Mounted {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        run(Command::new("mount")
+            .args(["-t", "ramfs", "volsec-ramfs"])
+            .arg(dir.path()));
+        Mounted { dir, image: None }
+    }
+
+    /// A fresh vfat image (a filesystem without xattrs, owners or modes of its own). Not
+    /// every kernel has vfat: [`mounted_without_xattrs`] falls back to ramfs.
     pub fn vfat(mib: u64) -> Mounted {
         Mounted::image("vfat", mib, &["mkfs.vfat"])
     }
