@@ -8,8 +8,23 @@
 //!
 //! - [`tree`]: deterministic tree generators sized by inode count, and a fast reset.
 //! - [`baseline`]: kubelet's serial ownership walk, go-selinux's relabel, `chgrp -R`.
+//! - [`bed`]: one tree and its state, with every timed pass (volsec and baselines).
 //! - [`scratch`]: the filesystem under test (RAM-backed ext4 by default).
 
 pub mod baseline;
+pub mod bed;
 pub mod scratch;
 pub mod tree;
+
+/// Inodes in the trees of the criterion benches: the 203,001 under `cargo bench`,
+/// a small tree under `cargo test --all-targets`, which starts the bench binaries without
+/// `--bench` (criterion's test mode, one iteration each) only to check that they run.
+pub fn criterion_tree_inodes() -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    let measuring = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
+    if measuring {
+        203_001
+    } else {
+        2_000
+    }
+}
