@@ -10,9 +10,15 @@
 //! - [`baseline`]: kubelet's serial ownership walk, go-selinux's relabel, `chgrp -R`.
 //! - [`bed`]: one tree and its state, with every timed pass (volsec and baselines).
 //! - [`scratch`]: the filesystem under test (RAM-backed ext4 by default).
+//! - [`harness`]: `volsec bench run`: every scenario, volsec and baselines taking turns.
+//! - [`results`]: the JSON document of a run, and `compare`, the regression gate.
+//! - [`report`]: markdown tables and the SVG scaling plot.
 
 pub mod baseline;
 pub mod bed;
+pub mod harness;
+pub mod report;
+pub mod results;
 pub mod scratch;
 pub mod tree;
 

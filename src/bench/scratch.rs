@@ -95,8 +95,7 @@ impl Scratch {
             }
             FsKind::Ext4 | FsKind::Xfs => {
                 let image = PathBuf::from(format!(
-                    "/dev/shm/volsec-bench-{}-{}.img",
-                    std::process::id(),
+                    "/dev/shm/{}.img",
                     s.dir.file_name().unwrap_or_default().to_string_lossy()
                 ));
                 s.image = Some(image.clone());
@@ -186,7 +185,10 @@ pub fn fs_type(dir: &Path) -> &'static str {
     let Ok(st) = rustix::fs::statfs(dir) else {
         return "unknown";
     };
-    match st.f_type as i64 {
+    // `f_type`'s integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    match magic {
         0xef53 => "ext4",
         0x5846_5342 => "xfs",
         0x0102_1994 => "tmpfs",
