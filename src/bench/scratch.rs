@@ -107,7 +107,14 @@ impl Scratch {
                     FsKind::Ext4 => run(Command::new("mkfs.ext4")
                         .args(["-q", "-F", "-I", "256", "-N", &inode_count])
                         .arg(&image))?,
-                    _ => run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&image))?,
+                    _ => run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&image)).map_err(
+                        |e| match e.kind() {
+                            io::ErrorKind::NotFound => io::Error::other(
+                                "mkfs.xfs is not installed: install xfsprogs to benchmark on xfs",
+                            ),
+                            _ => e,
+                        },
+                    )?,
                 }
                 run(Command::new("mount")
                     .args(["-o", "loop"])
@@ -120,6 +127,7 @@ impl Scratch {
             }
         }
         s.mounted = true;
+        register(&s);
         Ok(s)
     }
 
@@ -142,6 +150,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         if self.mounted {
             let _ = Command::new("umount").arg(&self.dir).status();
+            unregister(&self.dir);
         }
         if let Some(image) = &self.image {
             let _ = std::fs::remove_file(image);
@@ -150,6 +159,56 @@ impl Drop for Scratch {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Filesystems mounted by this process, for [`clean_up_on_interrupt`].
+static MOUNTED: std::sync::Mutex<Vec<(PathBuf, Option<PathBuf>)>> =
+    std::sync::Mutex::new(Vec::new());
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn register(s: &Scratch) {
+    if let Ok(mut m) = MOUNTED.lock() {
+        m.push((s.dir.clone(), s.image.clone()));
+    }
+}
+
+fn unregister(dir: &Path) {
+    if let Ok(mut m) = MOUNTED.lock() {
+        m.retain(|(d, _)| d != dir);
+    }
+}
+
+/// On SIGINT or SIGTERM, unmount the filesystems this process made and remove their images
+/// (they hold RAM in /dev/shm), then exit with status 130. For the `volsec bench` command;
+/// a library caller keeps its own signal handling.
+pub fn clean_up_on_interrupt() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        // Only an atomic store: all that is safe in a signal handler.
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        }
+        std::thread::spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                let mounted = MOUNTED.lock().map(|m| m.clone()).unwrap_or_default();
+                for (dir, image) in mounted {
+                    eprintln!("volsec: interrupted; unmounting {}", dir.display());
+                    let _ = Command::new("umount").arg("-l").arg(&dir).status();
+                    if let Some(image) = image {
+                        let _ = std::fs::remove_file(image);
+                    }
+                    let _ = std::fs::remove_dir(&dir);
+                }
+                std::process::exit(130);
+            }
+        });
+    });
 }
 
 fn fresh_dir(parent: &Path) -> io::Result<PathBuf> {

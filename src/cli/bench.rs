@@ -168,6 +168,7 @@ pub fn run(args: Args) -> u8 {
 }
 
 fn run_suite(a: RunArgs) -> u8 {
+    volsec::bench::scratch::clean_up_on_interrupt();
     let config = Config {
         shapes: a.shapes,
         sizes: a.sizes,
