@@ -2,7 +2,7 @@
 
 mod common;
 use common::volsec;
-use volsec::bench::results::{self, Machine, Results, Row, Settings};
+use volsec::bench::results::{self, Machine, Results, Row, Settings, Statistic};
 
 fn row(scenario: &str, implementation: &str, median_s: f64) -> Row {
     Row {
@@ -54,9 +54,9 @@ fn run_of(rows: Vec<Row>) -> Results {
 fn a_slowdown_beyond_the_threshold_is_a_regression() {
     let old = run_of(vec![row("ownership-all", "volsec", 0.400)]);
     let new = run_of(vec![row("ownership-all", "volsec", 0.460)]);
-    let c = results::compare(&old, &new, 10.0, 0.002);
+    let c = results::compare(&old, &new, Statistic::Median, 10.0, 0.002);
     assert_eq!(c.regressions().count(), 1);
-    let c = results::compare(&old, &new, 20.0, 0.002);
+    let c = results::compare(&old, &new, Statistic::Median, 20.0, 0.002);
     assert_eq!(c.regressions().count(), 0, "15% is within 20%");
 }
 
@@ -72,11 +72,30 @@ fn a_faster_run_a_slower_baseline_and_noise_are_not_regressions() {
         row("ownership-all", "kubelet-serial", 3.0),
         row("on-root-mismatch", "volsec", 0.000_090),
     ]);
-    let c = results::compare(&old, &new, 10.0, 0.002);
+    let c = results::compare(&old, &new, Statistic::Median, 10.0, 0.002);
     assert_eq!(c.regressions().count(), 0, "{c:?}");
     assert!(
         c.rows.iter().any(|r| !r.gated),
         "baselines are shown but not gated"
+    );
+}
+
+#[test]
+fn the_min_statistic_ignores_a_disturbed_median() {
+    let old = run_of(vec![row("ownership-all", "volsec", 0.400)]);
+    let mut new = run_of(vec![row("ownership-all", "volsec", 0.600)]);
+    new.rows[0].min_s = 0.405;
+    assert_eq!(
+        results::compare(&old, &new, Statistic::Median, 10.0, 0.002)
+            .regressions()
+            .count(),
+        1
+    );
+    assert_eq!(
+        results::compare(&old, &new, Statistic::Min, 10.0, 0.002)
+            .regressions()
+            .count(),
+        0
     );
 }
 
@@ -90,7 +109,7 @@ fn missing_and_new_rows_are_reported() {
         row("ownership-all", "volsec", 0.4),
         row("fused-all", "volsec", 0.6),
     ]);
-    let c = results::compare(&old, &new, 10.0, 0.002);
+    let c = results::compare(&old, &new, Statistic::Median, 10.0, 0.002);
     assert_eq!(c.missing, vec![old.rows[1].key.clone()]);
     assert_eq!(c.added, vec![new.rows[1].key.clone()]);
 }

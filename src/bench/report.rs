@@ -159,7 +159,14 @@ fn scenarios(r: &Results) -> Vec<String> {
 /// A comparison as a markdown table, regressions marked, then what is missing or new.
 pub fn comparison(c: &Comparison) -> String {
     let mut s = String::new();
-    s.push_str("| scenario | old median | new median | change | verdict |\n");
+    let stat = match c.statistic {
+        super::results::Statistic::Median => "median",
+        super::results::Statistic::Min => "min",
+    };
+    let _ = writeln!(
+        s,
+        "| scenario | old {stat} | new {stat} | change | verdict |"
+    );
     s.push_str("|---|---:|---:|---:|---|\n");
     for row in &c.rows {
         let verdict = match (row.gated, row.regression) {
@@ -171,8 +178,8 @@ pub fn comparison(c: &Comparison) -> String {
             s,
             "| {} | {} | {} | {:+.1}% | {verdict} |",
             row.key,
-            secs(row.old_median_s),
-            secs(row.new_median_s),
+            secs(row.old_s),
+            secs(row.new_s),
             row.change_pct
         );
     }
@@ -185,7 +192,7 @@ pub fn comparison(c: &Comparison) -> String {
     let n = c.regressions().count();
     let _ = writeln!(
         s,
-        "\n{} regression(s) beyond {}% (and {} ms) in volsec's medians.",
+        "\n{} regression(s) beyond {}% (and {} ms) in volsec's {stat}s.",
         n,
         c.max_regression_pct,
         c.noise_floor_s * 1000.0

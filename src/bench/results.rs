@@ -147,13 +147,34 @@ impl Results {
     }
 }
 
+/// Which number of a row's samples is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Statistic {
+    /// The median of the repetitions.
+    #[default]
+    Median,
+    /// The fastest repetition: the least disturbed by other load on a shared machine.
+    Min,
+}
+
+impl Statistic {
+    fn of(&self, row: &Row) -> f64 {
+        match self {
+            Statistic::Median => row.median_s,
+            Statistic::Min => row.min_s,
+        }
+    }
+}
+
 /// One row of a comparison.
 #[derive(Debug, Clone, Serialize)]
 pub struct Compared {
     pub key: String,
-    pub old_median_s: f64,
-    pub new_median_s: f64,
-    /// Change of the median in percent (positive: slower).
+    /// The compared statistic (median or min) of the old run, in seconds.
+    pub old_s: f64,
+    pub new_s: f64,
+    /// Change in percent (positive: slower).
     pub change_pct: f64,
     /// Whether this row is gated (volsec's own rows).
     pub gated: bool,
@@ -163,6 +184,7 @@ pub struct Compared {
 /// Two runs side by side.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    pub statistic: Statistic,
     pub max_regression_pct: f64,
     pub noise_floor_s: f64,
     pub rows: Vec<Compared>,
@@ -178,11 +200,13 @@ impl Comparison {
     }
 }
 
-/// Compares the medians of matching rows. A gated row regresses when its median grew by
-/// more than `max_regression_pct` percent **and** by more than `noise_floor_s` seconds.
+/// Compares `statistic` (the median, normally) of matching rows. A gated row regresses when
+/// it grew by more than `max_regression_pct` percent **and** by more than `noise_floor_s`
+/// seconds.
 pub fn compare(
     old: &Results,
     new: &Results,
+    statistic: Statistic,
     max_regression_pct: f64,
     noise_floor_s: f64,
 ) -> Comparison {
@@ -193,14 +217,14 @@ pub fn compare(
             missing.push(o.key.clone());
             continue;
         };
-        let change_pct = (n.median_s - o.median_s) / o.median_s * 100.0;
+        let (old_s, new_s) = (statistic.of(o), statistic.of(n));
+        let change_pct = (new_s - old_s) / old_s * 100.0;
         let gated = o.is_volsec();
-        let regression =
-            gated && change_pct > max_regression_pct && n.median_s - o.median_s > noise_floor_s;
+        let regression = gated && change_pct > max_regression_pct && new_s - old_s > noise_floor_s;
         rows.push(Compared {
             key: o.key.clone(),
-            old_median_s: o.median_s,
-            new_median_s: n.median_s,
+            old_s,
+            new_s,
             change_pct,
             gated,
             regression,
@@ -213,6 +237,7 @@ pub fn compare(
         .map(|n| n.key.clone())
         .collect();
     Comparison {
+        statistic,
         max_regression_pct,
         noise_floor_s,
         rows,

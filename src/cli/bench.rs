@@ -112,7 +112,8 @@ struct RunArgs {
 /// Rows are matched by tree, scenario, implementation, threads and cache state; volsec's
 /// medians are gated (the baselines are shown, not gated). A row regresses when its median
 /// grew by more than --max-regression and by more than --noise-floor-ms. Rows missing from
-/// either side are listed.
+/// either side are listed. On a shared, noisy runner, `--statistic min` compares the fastest
+/// repetitions instead, which other load disturbs least.
 ///
 /// Exit status: 0 no regression, 1 at least one regression, 2 unreadable input.
 ///
@@ -132,6 +133,9 @@ struct CompareArgs {
     /// A slowdown smaller than this many milliseconds is noise, whatever its percentage.
     #[arg(long, value_name = "MS", default_value_t = 2.0)]
     noise_floor_ms: f64,
+    /// Which number of each row to compare.
+    #[arg(long, value_enum, default_value_t = results::Statistic::Median)]
+    statistic: results::Statistic,
     #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
     output: ReportFormat,
 }
@@ -233,7 +237,13 @@ fn compare(a: CompareArgs) -> u8 {
         (Ok(o), Ok(n)) => (o, n),
         (Err(e), _) | (_, Err(e)) => return super::apply::refuse(&e),
     };
-    let c = results::compare(&old, &new, a.max_regression, a.noise_floor_ms / 1000.0);
+    let c = results::compare(
+        &old,
+        &new,
+        a.statistic,
+        a.max_regression,
+        a.noise_floor_ms / 1000.0,
+    );
     match a.output {
         ReportFormat::Markdown => print!("{}", report::comparison(&c)),
         ReportFormat::Json => println!(
