@@ -20,6 +20,7 @@ fn row(scenario: &str, implementation: &str, median_s: f64) -> Row {
         inodes_per_s: 203_001.0 / median_s,
         peak_rss_kib: None,
         changed: None,
+        derived_from: None,
     }
 }
 

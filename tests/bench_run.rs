@@ -59,6 +59,15 @@ fn a_small_run_measures_every_scenario_and_writes_json_and_plot() {
             let rss = row.peak_rss_kib.expect("volsec rows carry peak RSS");
             assert!(rss > 0 && rss < 512 * 1024, "{}: {rss} KiB", row.key);
         }
+        if !row.is_volsec() && row.scenario == "fused-all" {
+            let from = row.derived_from.as_deref().unwrap_or_default();
+            assert!(
+                from.contains("ownership-all/kubelet-serial")
+                    && from.contains("relabel-all/go-selinux"),
+                "{}: {from}",
+                row.key
+            );
+        }
         if row.is_volsec() && row.scenario.ends_with("-all") {
             assert_eq!(
                 row.changed,

@@ -76,6 +76,10 @@ pub struct Row {
     pub peak_rss_kib: Option<u64>,
     /// Entries the pass wrote, when the implementation reports it.
     pub changed: Option<u64>,
+    /// Set when the row was not timed on its own but computed from other rows of the same
+    /// run (the fused scenario's two separate passes: the sum of their samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_from: Option<String>,
 }
 
 impl Row {
