@@ -7,10 +7,10 @@
 //! of the baseline while the machine's load drifts.
 //!
 //! Times are taken in-process around the pass. Peak RSS is measured separately, once per
-//! volsec scenario and thread count: that pass (which also serves as the warm-up) runs as a
-//! child process, `volsec apply ... --output json`, and its `ru_maxrss` is read with
-//! `wait4`, so the number is the resident peak of a real `volsec apply` doing exactly this
-//! pass, unaffected by the harness's own memory.
+//! volsec scenario and thread count: that pass (which also serves as the warm-up) runs in a
+//! child process, `volsec bench pass`, which makes the same library call as `volsec apply`
+//! and then reports its own `VmHWM`, so the number is the resident peak of a volsec process
+//! doing exactly this pass, unaffected by the harness's own memory.
 
 use super::bed::{Bed, Target};
 use super::results::{self, Machine, Ratio, Results, Row, Settings};
@@ -261,7 +261,7 @@ pub fn run(config: &Config) -> io::Result<Results> {
                 .collect(),
             seed: config.seed,
             rss_method: if config.volsec_exe.is_some() {
-                "ru_maxrss (wait4) of a child `volsec apply --output json` doing the same pass"
+                "VmHWM of a child `volsec bench pass` process doing the same pass (the scenario's warm-up), read by the child itself at its end"
                     .into()
             } else {
                 "not measured".into()
@@ -517,19 +517,18 @@ fn warm_up(
     }
 }
 
-/// Runs `volsec apply` for `job` and returns its peak RSS in KiB (`ru_maxrss` via `wait4`).
+/// Runs the pass of `job` in a fresh `volsec bench pass` process (the library call `volsec
+/// apply` makes, nothing else) and returns that process's peak RSS in KiB.
+///
+/// The child reads its own `VmHWM` from `/proc/self/status` at the end: the high-water mark
+/// of its own address space since exec. (`ru_maxrss` from `wait4` would not do: Linux
+/// carries the spawning process's resident size into it at exec, so it would count the
+/// harness.)
 pub fn child_pass(exe: &Path, path: &Path, job: &Job, threads: usize) -> io::Result<u64> {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let mut cmd = Command::new(exe);
-    cmd.arg("apply").arg(path);
-    cmd.args([
-        "--output",
-        "json",
-        "--quiet",
-        "--threads",
-        &threads.to_string(),
-    ]);
+    cmd.args(["bench", "pass"]).arg(path);
+    cmd.args(["--threads", &threads.to_string()]);
     cmd.args(["--change-policy", job.change_policy.as_str()]);
     if let Some(o) = job.ownership {
         cmd.args(["--fs-group", &o.fs_group.to_string()]);
@@ -537,39 +536,50 @@ pub fn child_pass(exe: &Path, path: &Path, job: &Job, threads: usize) -> io::Res
     if let Some(l) = &job.label {
         cmd.args(["--selinux-context", &l.to_string()]);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = cmd
+        .output()
         .map_err(|e| io::Error::new(e.kind(), format!("{}: cannot run it: {e}", exe.display())))?;
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut out)?;
-    child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut err)?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, with valid out-pointers; `child` is never waited on again.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let parsed: Option<PassOutput> = serde_json::from_str(&stdout).ok();
+    match parsed {
+        Some(p) if out.status.success() => Ok(p.vm_hwm_kib),
+        _ => Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            stdout.trim()
+        ))),
     }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(io::Error::other(format!(
-            "{cmd:?} failed (status {status}): {}{}",
-            err.trim(),
-            out.trim()
-        )));
-    }
-    Ok(usage.ru_maxrss as u64)
+}
+
+/// What `volsec bench pass` prints.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PassOutput {
+    /// Peak resident set of the process since exec (`VmHWM`), KiB.
+    pub vm_hwm_kib: u64,
+    pub visited: u64,
+    pub changed: u64,
+}
+
+/// The body of `volsec bench pass`: one pass in this process, then its own peak RSS.
+pub fn pass_in_this_process(path: &Path, job: &Job, threads: usize) -> io::Result<PassOutput> {
+    let report = super::bed::run_volsec(path, job, threads)?;
+    Ok(PassOutput {
+        vm_hwm_kib: own_peak_rss_kib()?,
+        visited: report.tally.visited,
+        changed: report.tally.changed,
+    })
+}
+
+/// `VmHWM` of this process, KiB.
+pub fn own_peak_rss_kib() -> io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::other("/proc/self/status: no VmHWM line"))
 }
 
 /// `sync; echo 3 > /proc/sys/vm/drop_caches`: the next pass starts with cold page, dentry

@@ -20,6 +20,22 @@ enum Command {
     Run(RunArgs),
     Compare(CompareArgs),
     Report(ReportArgs),
+    #[command(hide = true)]
+    Pass(PassArgs),
+}
+
+/// One volsec pass in a fresh process, printing its own peak RSS as JSON (used by `run`).
+#[derive(clap::Args, Debug)]
+struct PassArgs {
+    path: PathBuf,
+    #[arg(long)]
+    fs_group: Option<u32>,
+    #[arg(long)]
+    selinux_context: Option<String>,
+    #[arg(long, value_enum, default_value_t = volsec::ownership::ChangePolicy::Always)]
+    change_policy: volsec::ownership::ChangePolicy,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 /// Build the standard trees and time every scenario for volsec and the baselines.
@@ -168,6 +184,35 @@ pub fn run(args: Args) -> u8 {
         Command::Run(a) => run_suite(a),
         Command::Compare(a) => compare(a),
         Command::Report(a) => show(a),
+        Command::Pass(a) => one_pass(a),
+    }
+}
+
+fn one_pass(a: PassArgs) -> u8 {
+    let label = match a
+        .selinux_context
+        .as_deref()
+        .map(volsec::selinux::Context::parse)
+    {
+        Some(Err(e)) => return super::apply::refuse(&e),
+        Some(Ok(l)) => Some(l),
+        None => None,
+    };
+    let job = volsec::prepare::Job {
+        ownership: a.fs_group.map(|fs_group| volsec::ownership::Ownership {
+            fs_group,
+            read_only: false,
+        }),
+        label,
+        change_policy: a.change_policy,
+        ignore_unsupported_labels: false,
+    };
+    match harness::pass_in_this_process(&a.path, &job, a.threads) {
+        Ok(out) => {
+            println!("{}", serde_json::to_string(&out).expect("serializes"));
+            EXIT_OK
+        }
+        Err(e) => super::apply::refuse(&e),
     }
 }
 
