@@ -370,13 +370,13 @@ fn run_scenario(
         note(
             config,
             format_args!(
-                "  {:<18} {:<26} t{:<3} median {:>9.4} s  [{:.4} .. {:.4}]  {:>12.0} inodes/s{}",
+                "  {:<18} {:<26} t{:<3} median {:>9}  [{} .. {}]  {:>12.0} inodes/s{}",
                 r.scenario,
                 r.implementation,
                 r.threads,
-                r.median_s,
-                r.min_s,
-                r.max_s,
+                super::report::secs(r.median_s),
+                super::report::secs(r.min_s),
+                super::report::secs(r.max_s),
                 r.inodes_per_s,
                 r.peak_rss_kib.map_or(String::new(), |k| format!(
                     "  rss {:.1} MiB",

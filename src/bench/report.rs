@@ -74,7 +74,7 @@ fn scaling_tables(r: &Results, s: &mut String) {
     let default_threads = r.settings.threads.first().copied().unwrap_or(0);
     let _ = writeln!(
         s,
-        "\nvolsec throughput (inodes/s) against tree size, {default_threads} threads:\n"
+        "\nvolsec throughput (inodes/s) against tree size, at {default_threads} worker thread(s):\n"
     );
     header(s, "tree | inodes", &scenarios);
     for (shape, inodes) in trees(r) {
