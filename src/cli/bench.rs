@@ -1,10 +1,342 @@
-//! `volsec bench`.
+//! `volsec bench`: measure volsec against the passes nodes run today, on standard trees, and
+//! gate regressions in CI.
 
-/// Not implemented yet.
+use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
+use std::path::PathBuf;
+use volsec::bench::harness::{self, Config, Scenario};
+use volsec::bench::scratch::FsKind;
+use volsec::bench::tree::{Shape, Spec};
+use volsec::bench::{report, results};
+
+/// Build standard trees and measure volsec against serial baselines; compare two runs.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
 
-pub fn run(_args: Args) -> u8 {
-    eprintln!("volsec: bench is not implemented yet");
-    super::EXIT_REFUSED
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    Run(RunArgs),
+    Compare(CompareArgs),
+    Report(ReportArgs),
+    #[command(hide = true)]
+    Pass(PassArgs),
+}
+
+/// One volsec pass in a fresh process, printing its own peak RSS as JSON (used by `run`).
+#[derive(clap::Args, Debug)]
+struct PassArgs {
+    path: PathBuf,
+    #[arg(long)]
+    fs_group: Option<u32>,
+    #[arg(long)]
+    selinux_context: Option<String>,
+    #[arg(long, value_enum, default_value_t = volsec::ownership::ChangePolicy::Always)]
+    change_policy: volsec::ownership::ChangePolicy,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// Build the standard trees and time every scenario for volsec and the baselines.
+///
+/// Each tree is generated deterministically (same shape, size and seed: same tree), brought
+/// to a known group and label, and every scenario runs volsec beside the baselines it is
+/// measured against, taking turns within each repetition:
+///
+///   ownership-all      every inode gets a new fsGroup    vs kubelet-serial, chgrp -R
+///   ownership-none     fsGroup already right (Always)     vs kubelet-serial
+///   on-root-mismatch   OnRootMismatch, matching root      vs kubelet-serial (same policy)
+///   relabel-all        every label differs                vs go-selinux (2 x CPUs workers)
+///   relabel-none       every label already right          vs go-selinux fast mode
+///   fused-all          fsGroup and label both differ      vs kubelet-serial then go-selinux
+///
+/// The baselines are path-based re-creations of kubelet's and go-selinux's walks; they are
+/// only ever run on the trees generated here. By default the trees live on a RAM-backed
+/// ext4 (an image in /dev/shm, loop-mounted; root), or tmpfs in /dev/shm without root.
+///
+/// Examples:
+///   volsec bench run --json bench.json --plot scaling.svg
+///   volsec bench run --shapes kubelet --sizes 10000,100000,1000000 --threads 1,2 --output markdown
+///   volsec bench run --shapes flat:1000000 --scenarios ownership-all,ownership-none
+///   volsec bench run --scratch /mnt/nfs/scratch --repetitions 5 --cold
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+struct RunArgs {
+    /// Tree shapes: kubelet (1,001 dirs, 200k files, 2k symlinks at 203,001 inodes), dataset
+    /// (~1,281 files per dir), deep (chains 128 dirs deep), node-modules (many tiny dirs),
+    /// flat (one directory). `SHAPE:INODES` gives one shape its own size.
+    #[arg(long, value_delimiter = ',', value_name = "SHAPE[:INODES],...",
+          default_value = "kubelet,dataset,deep,node-modules,flat", value_parser = parse_shape)]
+    shapes: Vec<(Shape, Option<u64>)>,
+
+    /// Tree sizes in inodes (standard: 10k to 2M; accepted: 10 to 20M; `k` and `M` suffixes).
+    #[arg(long, value_delimiter = ',', value_name = "INODES,...", default_value = "200k",
+          value_parser = parse_count)]
+    sizes: Vec<u64>,
+
+    /// Scenarios to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SCENARIO,...")]
+    scenarios: Vec<Scenario>,
+
+    /// Timed repetitions of each scenario and implementation (after one warm-up pass).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    repetitions: usize,
+
+    /// volsec's worker thread counts; each scenario runs at each, for the scaling report
+    /// (default: one per online CPU).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    threads: Vec<usize>,
+
+    /// Drop the page, dentry and inode caches before every timed pass (`sync; echo 3 >
+    /// /proc/sys/vm/drop_caches`; needs root).
+    #[arg(long)]
+    cold: bool,
+
+    /// Build the trees in this directory, on the filesystem under test.
+    #[arg(long, value_name = "DIR", conflicts_with = "fs")]
+    scratch: Option<PathBuf>,
+
+    /// Create a fresh filesystem for the trees: an ext4 or xfs image in /dev/shm,
+    /// loop-mounted, or a tmpfs (needs root). Default: ext4 as root, else tmpfs /dev/shm.
+    #[arg(long, value_enum)]
+    fs: Option<FsKind>,
+
+    /// Seed of the tree generator.
+    #[arg(long, default_value_t = Spec::DEFAULT_SEED)]
+    seed: u64,
+
+    /// Write the results as JSON (the input of `volsec bench compare`).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Write the scaling plot (throughput against tree size and threads) as SVG.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+    output: ReportFormat,
+
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Compare two `volsec bench run --json` results and fail on a regression.
+///
+/// Rows are matched by tree, scenario, implementation, threads and cache state; volsec's
+/// medians are gated (the baselines are shown, not gated). A row regresses when its median
+/// grew by more than --max-regression and by more than --noise-floor-ms. Rows missing from
+/// either side are listed. On a shared, noisy runner, `--statistic min` compares the fastest
+/// repetitions instead, which other load disturbs least.
+///
+/// Exit status: 0 no regression, 1 at least one regression, 2 unreadable input.
+///
+/// Examples:
+///   volsec bench compare main.json branch.json --max-regression 10%
+///   volsec bench compare old.json new.json --max-regression 5% --output json
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+struct CompareArgs {
+    /// The reference run.
+    old: PathBuf,
+    /// The run to check.
+    new: PathBuf,
+    /// Largest accepted slowdown of a median, in percent.
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = results::parse_percent)]
+    max_regression: f64,
+    /// A slowdown smaller than this many milliseconds is noise, whatever its percentage.
+    #[arg(long, value_name = "MS", default_value_t = 2.0)]
+    noise_floor_ms: f64,
+    /// Which number of each row to compare.
+    #[arg(long, value_enum, default_value_t = results::Statistic::Median)]
+    statistic: results::Statistic,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+    output: ReportFormat,
+}
+
+/// Print the tables (and draw the plot) of a saved run.
+///
+/// Example:
+///   volsec bench report bench.json --plot scaling.svg
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+struct ReportArgs {
+    /// A `volsec bench run --json` result.
+    file: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+    output: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    /// Markdown tables (readable as text too).
+    Markdown,
+    /// The JSON document.
+    Json,
+}
+
+pub fn run(args: Args) -> u8 {
+    match args.command {
+        Command::Run(a) => run_suite(a),
+        Command::Compare(a) => compare(a),
+        Command::Report(a) => show(a),
+        Command::Pass(a) => one_pass(a),
+    }
+}
+
+fn one_pass(a: PassArgs) -> u8 {
+    let label = match a
+        .selinux_context
+        .as_deref()
+        .map(volsec::selinux::Context::parse)
+    {
+        Some(Err(e)) => return super::apply::refuse(&e),
+        Some(Ok(l)) => Some(l),
+        None => None,
+    };
+    let job = volsec::prepare::Job {
+        ownership: a.fs_group.map(|fs_group| volsec::ownership::Ownership {
+            fs_group,
+            read_only: false,
+        }),
+        label,
+        change_policy: a.change_policy,
+        ignore_unsupported_labels: false,
+    };
+    match harness::pass_in_this_process(&a.path, &job, a.threads) {
+        Ok(out) => {
+            println!("{}", serde_json::to_string(&out).expect("serializes"));
+            EXIT_OK
+        }
+        Err(e) => super::apply::refuse(&e),
+    }
+}
+
+fn run_suite(a: RunArgs) -> u8 {
+    volsec::bench::scratch::clean_up_on_interrupt();
+    let config = Config {
+        shapes: a.shapes,
+        sizes: a.sizes,
+        scenarios: if a.scenarios.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            a.scenarios
+        },
+        repetitions: a.repetitions,
+        threads: if a.threads.is_empty() {
+            vec![0]
+        } else {
+            a.threads
+        },
+        cold: a.cold,
+        volsec_exe: std::env::current_exe().ok(),
+        scratch: a.scratch,
+        fs: a.fs,
+        seed: a.seed,
+        verbose: !a.quiet,
+    };
+    let results = match harness::run(&config) {
+        Ok(r) => r,
+        Err(e) => return super::apply::refuse(&e),
+    };
+    if let Err(e) = write_outputs(&results, a.json.as_deref(), a.plot.as_deref()) {
+        return super::apply::refuse(&e);
+    }
+    print(&results, a.output);
+    EXIT_OK
+}
+
+fn write_outputs(
+    results: &results::Results,
+    json: Option<&std::path::Path>,
+    plot: Option<&std::path::Path>,
+) -> std::io::Result<()> {
+    if let Some(path) = json {
+        results.save(path)?;
+    }
+    if let Some(path) = plot {
+        report::plot_svg(results, path)?;
+    }
+    Ok(())
+}
+
+fn print(results: &results::Results, format: ReportFormat) {
+    match format {
+        ReportFormat::Markdown => print!("{}", report::markdown(results)),
+        ReportFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(results).expect("results serialize")
+        ),
+    }
+}
+
+fn compare(a: CompareArgs) -> u8 {
+    let (old, new) = match (
+        results::Results::load(&a.old),
+        results::Results::load(&a.new),
+    ) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => return super::apply::refuse(&e),
+    };
+    let c = results::compare(
+        &old,
+        &new,
+        a.statistic,
+        a.max_regression,
+        a.noise_floor_ms / 1000.0,
+    );
+    match a.output {
+        ReportFormat::Markdown => print!("{}", report::comparison(&c)),
+        ReportFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&c).expect("comparison serializes")
+        ),
+    }
+    if c.regressions().next().is_some() {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    }
+}
+
+fn show(a: ReportArgs) -> u8 {
+    let results = match results::Results::load(&a.file) {
+        Ok(r) => r,
+        Err(e) => return super::apply::refuse(&e),
+    };
+    if let Err(e) = write_outputs(&results, None, a.plot.as_deref()) {
+        return super::apply::refuse(&e);
+    }
+    print(&results, a.output);
+    if results.rows.is_empty() {
+        return EXIT_REFUSED;
+    }
+    EXIT_OK
+}
+
+fn parse_shape(s: &str) -> Result<(Shape, Option<u64>), String> {
+    let (name, size) = match s.split_once(':') {
+        Some((n, size)) => (n, Some(parse_count(size)?)),
+        None => (s, None),
+    };
+    let shape = name.parse::<Shape>().map_err(|e| e.to_string())?;
+    Ok((shape, size))
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1_000),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1_000_000),
+        _ => (t, 1),
+    };
+    let n: f64 = digits
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{s:?} is not an inode count (e.g. 200000, 200k, 2M)"))?;
+    Ok((n * mult as f64).round() as u64)
 }

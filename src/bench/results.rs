@@ -1,0 +1,260 @@
+//! What a benchmark run found, as a JSON document, and the comparison of two runs that
+//! gates regressions in CI.
+//!
+//! A row is one (tree, scenario, implementation, threads, warm/cold) measured several
+//! times; its `key` names it the same way in every run, so two documents are compared row
+//! by row. Only volsec's rows gate: a baseline getting slower is the machine, not a
+//! regression of volsec. Tiny times are noisy in absolute terms (an OnRootMismatch pass
+//! takes microseconds), so a slowdown must exceed both the percentage and an absolute
+//! noise floor to count.
+
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::Path;
+
+/// The version of the document's layout; `compare` refuses another one.
+pub const FORMAT: u32 = 1;
+
+/// One benchmark run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub format: u32,
+    pub volsec_version: String,
+    /// Seconds since the epoch when the run started.
+    pub started_unix: u64,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub rows: Vec<Row>,
+    /// How many times faster volsec was than each baseline, per scenario.
+    pub ratios: Vec<Ratio>,
+    pub total_seconds: f64,
+}
+
+/// The facts a number depends on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub memory_bytes: u64,
+    /// The filesystem the trees were on, e.g. `ext4 (loop-mounted image in /dev/shm, RAM-backed)`.
+    pub filesystem: String,
+    /// `/proc/loadavg` at the start and the end: a loaded machine gives noisy numbers.
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+}
+
+/// How the run was made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub repetitions: usize,
+    pub cold: bool,
+    pub threads: Vec<usize>,
+    pub seed: u64,
+    /// How peak RSS was measured.
+    pub rss_method: String,
+}
+
+/// One (tree, scenario, implementation, threads, cache state), measured `samples_s.len()` times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub key: String,
+    pub shape: String,
+    pub inodes: u64,
+    pub scenario: String,
+    pub implementation: String,
+    /// Worker threads (for a baseline, its own fixed concurrency).
+    pub threads: usize,
+    pub cold: bool,
+    pub samples_s: Vec<f64>,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    /// Inodes per second at the median.
+    pub inodes_per_s: f64,
+    /// Peak resident set of a `volsec apply` process doing this pass (volsec rows only).
+    pub peak_rss_kib: Option<u64>,
+    /// Entries the pass wrote, when the implementation reports it.
+    pub changed: Option<u64>,
+    /// Set when the row was not timed on its own but computed from other rows of the same
+    /// run (the fused scenario's two separate passes: the sum of their samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_from: Option<String>,
+}
+
+impl Row {
+    pub fn is_volsec(&self) -> bool {
+        self.implementation == "volsec"
+    }
+}
+
+/// `baseline` median / volsec median for one scenario on one tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ratio {
+    pub shape: String,
+    pub inodes: u64,
+    pub scenario: String,
+    pub threads: usize,
+    pub cold: bool,
+    pub baseline: String,
+    /// How many times faster volsec was (> 1: volsec faster).
+    pub speedup: f64,
+}
+
+/// The key that names a row identically in every run.
+pub fn key(
+    shape: &str,
+    inodes: u64,
+    scenario: &str,
+    implementation: &str,
+    threads: usize,
+    cold: bool,
+) -> String {
+    let cache = if cold { "cold" } else { "warm" };
+    format!("{shape}/{inodes}/{scenario}/{implementation}/t{threads}/{cache}")
+}
+
+pub fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+impl Results {
+    pub fn load(path: &Path) -> io::Result<Results> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let results: Results = serde_json::from_str(&text).map_err(|e| {
+            io::Error::other(format!(
+                "{}: not a volsec bench result: {e}",
+                path.display()
+            ))
+        })?;
+        if results.format != FORMAT {
+            return Err(io::Error::other(format!(
+                "{}: result format {} but this volsec reads format {FORMAT}",
+                path.display(),
+                results.format
+            )));
+        }
+        Ok(results)
+    }
+
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("results serialize");
+        std::fs::write(path, text + "\n")
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    }
+}
+
+/// Which number of a row's samples is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Statistic {
+    /// The median of the repetitions.
+    #[default]
+    Median,
+    /// The fastest repetition: the least disturbed by other load on a shared machine.
+    Min,
+}
+
+impl Statistic {
+    fn of(&self, row: &Row) -> f64 {
+        match self {
+            Statistic::Median => row.median_s,
+            Statistic::Min => row.min_s,
+        }
+    }
+}
+
+/// One row of a comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    pub key: String,
+    /// The compared statistic (median or min) of the old run, in seconds.
+    pub old_s: f64,
+    pub new_s: f64,
+    /// Change in percent (positive: slower).
+    pub change_pct: f64,
+    /// Whether this row is gated (volsec's own rows).
+    pub gated: bool,
+    pub regression: bool,
+}
+
+/// Two runs side by side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub statistic: Statistic,
+    pub max_regression_pct: f64,
+    pub noise_floor_s: f64,
+    pub rows: Vec<Compared>,
+    /// Rows of the old run the new one lacks.
+    pub missing: Vec<String>,
+    /// Rows only the new run has.
+    pub added: Vec<String>,
+}
+
+impl Comparison {
+    pub fn regressions(&self) -> impl Iterator<Item = &Compared> {
+        self.rows.iter().filter(|r| r.regression)
+    }
+}
+
+/// Compares `statistic` (the median, normally) of matching rows. A gated row regresses when
+/// it grew by more than `max_regression_pct` percent **and** by more than `noise_floor_s`
+/// seconds.
+pub fn compare(
+    old: &Results,
+    new: &Results,
+    statistic: Statistic,
+    max_regression_pct: f64,
+    noise_floor_s: f64,
+) -> Comparison {
+    let mut rows = Vec::new();
+    let mut missing = Vec::new();
+    for o in &old.rows {
+        let Some(n) = new.rows.iter().find(|n| n.key == o.key) else {
+            missing.push(o.key.clone());
+            continue;
+        };
+        let (old_s, new_s) = (statistic.of(o), statistic.of(n));
+        let change_pct = (new_s - old_s) / old_s * 100.0;
+        let gated = o.is_volsec();
+        let regression = gated && change_pct > max_regression_pct && new_s - old_s > noise_floor_s;
+        rows.push(Compared {
+            key: o.key.clone(),
+            old_s,
+            new_s,
+            change_pct,
+            gated,
+            regression,
+        });
+    }
+    let added = new
+        .rows
+        .iter()
+        .filter(|n| !old.rows.iter().any(|o| o.key == n.key))
+        .map(|n| n.key.clone())
+        .collect();
+    Comparison {
+        statistic,
+        max_regression_pct,
+        noise_floor_s,
+        rows,
+        missing,
+        added,
+    }
+}
+
+/// Parses `10%`, `10` or `0.1x`-free percentages for `--max-regression`.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%');
+    match t.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage (e.g. 10%)")),
+    }
+}

@@ -1,0 +1,259 @@
+//! Where benchmark trees live: the filesystem under test.
+//!
+//! The numbers only mean something for a named filesystem. By default the trees go on a
+//! RAM-backed ext4 (an image in `/dev/shm`, loop-mounted; needs root), so that a benchmark
+//! measures the kernel's metadata path and not a disk; without root they fall back to a
+//! tmpfs directory in `/dev/shm`, and say so. `--scratch DIR` measures any filesystem
+//! already mounted, and `--fs ext4|xfs|tmpfs` makes a fresh one on request.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A filesystem kind the harness can create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsKind {
+    /// An ext4 image in /dev/shm, loop-mounted.
+    Ext4,
+    /// An xfs image in /dev/shm, loop-mounted (needs mkfs.xfs).
+    Xfs,
+    /// A fresh tmpfs mount.
+    Tmpfs,
+}
+
+/// A directory to build trees in, torn down (unmounted, image removed) when dropped.
+pub struct Scratch {
+    dir: PathBuf,
+    /// What is under `dir`, for the report: `ext4 (loop image in /dev/shm)`, ...
+    pub description: String,
+    mounted: bool,
+    image: Option<PathBuf>,
+    remove_dir: bool,
+}
+
+impl Scratch {
+    /// The default: a RAM-backed ext4 as root, a tmpfs directory otherwise.
+    pub fn ram_backed(inodes: u64) -> io::Result<Scratch> {
+        if rustix::process::geteuid().is_root() {
+            Scratch::create(FsKind::Ext4, inodes)
+        } else {
+            let dir = fresh_dir(Path::new("/dev/shm"))?;
+            Ok(Scratch {
+                dir,
+                description: "tmpfs (/dev/shm; not root, so no loop-mounted ext4)".into(),
+                mounted: false,
+                image: None,
+                remove_dir: true,
+            })
+        }
+    }
+
+    /// A directory inside an existing filesystem; the trees are removed afterwards, the
+    /// directory itself is kept.
+    pub fn existing(dir: &Path) -> io::Result<Scratch> {
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        if !meta.is_dir() {
+            return Err(io::Error::other(format!(
+                "{}: not a directory (--scratch needs a directory on the filesystem under test)",
+                dir.display()
+            )));
+        }
+        let work = fresh_dir(dir)?;
+        Ok(Scratch {
+            description: format!("{} ({})", fs_type(dir), dir.display()),
+            dir: work,
+            mounted: false,
+            image: None,
+            remove_dir: true,
+        })
+    }
+
+    /// A fresh filesystem of `kind`, big enough for `inodes` inodes, mounted on a new
+    /// directory. Needs root.
+    pub fn create(kind: FsKind, inodes: u64) -> io::Result<Scratch> {
+        if !rustix::process::geteuid().is_root() {
+            return Err(io::Error::other(
+                "making a filesystem to benchmark on needs root (mount); give --scratch DIR instead",
+            ));
+        }
+        let dir = fresh_dir(&std::env::temp_dir())?;
+        let mut s = Scratch {
+            dir,
+            description: String::new(),
+            mounted: false,
+            image: None,
+            remove_dir: true,
+        };
+        match kind {
+            FsKind::Tmpfs => {
+                run(Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", "mode=0755", "volsec-bench"])
+                    .arg(&s.dir))?;
+                s.description = "tmpfs".into();
+            }
+            FsKind::Ext4 | FsKind::Xfs => {
+                let image = PathBuf::from(format!(
+                    "/dev/shm/{}.img",
+                    s.dir.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                s.image = Some(image.clone());
+                // Room for the inode tables, directory blocks and the journal.
+                let bytes = (inodes * 1024).max(256 << 20);
+                std::fs::File::create(&image)?.set_len(bytes)?;
+                let inode_count = (inodes + inodes / 4 + 10_000).to_string();
+                match kind {
+                    FsKind::Ext4 => run(Command::new("mkfs.ext4")
+                        .args(["-q", "-F", "-I", "256", "-N", &inode_count])
+                        .arg(&image))?,
+                    _ => run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&image)).map_err(
+                        |e| match e.kind() {
+                            io::ErrorKind::NotFound => io::Error::other(
+                                "mkfs.xfs is not installed: install xfsprogs to benchmark on xfs",
+                            ),
+                            _ => e,
+                        },
+                    )?,
+                }
+                run(Command::new("mount")
+                    .args(["-o", "loop"])
+                    .arg(&image)
+                    .arg(&s.dir))?;
+                s.description = format!(
+                    "{} (loop-mounted image in /dev/shm, RAM-backed)",
+                    if kind == FsKind::Ext4 { "ext4" } else { "xfs" }
+                );
+            }
+        }
+        s.mounted = true;
+        register(&s);
+        Ok(s)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new empty directory for one tree.
+    pub fn tree_dir(&self, name: &str) -> io::Result<PathBuf> {
+        let p = self.dir.join(name);
+        if p.exists() {
+            std::fs::remove_dir_all(&p)?;
+        }
+        std::fs::create_dir(&p)?;
+        Ok(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.dir).status();
+            unregister(&self.dir);
+        }
+        if let Some(image) = &self.image {
+            let _ = std::fs::remove_file(image);
+        }
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Filesystems mounted by this process, for [`clean_up_on_interrupt`].
+static MOUNTED: std::sync::Mutex<Vec<(PathBuf, Option<PathBuf>)>> =
+    std::sync::Mutex::new(Vec::new());
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn register(s: &Scratch) {
+    if let Ok(mut m) = MOUNTED.lock() {
+        m.push((s.dir.clone(), s.image.clone()));
+    }
+}
+
+fn unregister(dir: &Path) {
+    if let Ok(mut m) = MOUNTED.lock() {
+        m.retain(|(d, _)| d != dir);
+    }
+}
+
+/// On SIGINT or SIGTERM, unmount the filesystems this process made and remove their images
+/// (they hold RAM in /dev/shm), then exit with status 130. For the `volsec bench` command;
+/// a library caller keeps its own signal handling.
+pub fn clean_up_on_interrupt() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        // Only an atomic store: all that is safe in a signal handler.
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        }
+        std::thread::spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                let mounted = MOUNTED.lock().map(|m| m.clone()).unwrap_or_default();
+                for (dir, image) in mounted {
+                    eprintln!("volsec: interrupted; unmounting {}", dir.display());
+                    let _ = Command::new("umount").arg("-l").arg(&dir).status();
+                    if let Some(image) = image {
+                        let _ = std::fs::remove_file(image);
+                    }
+                    let _ = std::fs::remove_dir(&dir);
+                }
+                std::process::exit(130);
+            }
+        });
+    });
+}
+
+fn fresh_dir(parent: &Path) -> io::Result<PathBuf> {
+    for n in 0..1000u32 {
+        let p = parent.join(format!("volsec-bench-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: cannot make a scratch directory",
+        parent.display()
+    )))
+}
+
+fn run(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: cannot run it: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The filesystem type of `dir`, from `statfs`'s magic number.
+pub fn fs_type(dir: &Path) -> &'static str {
+    let Ok(st) = rustix::fs::statfs(dir) else {
+        return "unknown";
+    };
+    // `f_type`'s integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    match magic {
+        0xef53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x0102_1994 => "tmpfs",
+        0x9123_683e => "btrfs",
+        0x6969 => "nfs",
+        0x794c_7630 => "overlayfs",
+        _ => "other",
+    }
+}

@@ -1,0 +1,120 @@
+//! `volsec bench run` end to end on small trees, then `compare` of a run with itself.
+
+mod common;
+use common::*;
+use volsec::bench::results::Results;
+
+#[test]
+fn a_small_run_measures_every_scenario_and_writes_json_and_plot() {
+    let fs = Mounted::tmpfs();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("run.json");
+    let svg = out_dir.path().join("scaling.svg");
+    let out = volsec()
+        .args([
+            "bench",
+            "run",
+            "--quiet",
+            "--shapes",
+            "kubelet,deep:1500",
+            "--sizes",
+            "600,1200",
+        ])
+        .args(["--repetitions", "2", "--threads", "1,2", "--scratch"])
+        .arg(fs.path())
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("against the baselines"), "{stdout}");
+
+    let r = Results::load(&json).unwrap();
+    assert_eq!(
+        r.machine.filesystem,
+        format!("tmpfs ({})", fs.path().display())
+    );
+    // 3 trees x (6 scenarios x 2 thread counts + 7 baseline rows).
+    assert_eq!(
+        r.rows.len(),
+        3 * (6 * 2 + 7),
+        "{:#?}",
+        r.rows.iter().map(|r| &r.key).collect::<Vec<_>>()
+    );
+    for row in &r.rows {
+        assert_eq!(row.samples_s.len(), 2, "{}", row.key);
+        assert!(
+            row.median_s > 0.0 && row.min_s <= row.median_s && row.median_s <= row.max_s,
+            "{}",
+            row.key
+        );
+        if row.is_volsec() {
+            let rss = row.peak_rss_kib.expect("volsec rows carry peak RSS");
+            assert!(rss > 0 && rss < 512 * 1024, "{}: {rss} KiB", row.key);
+        }
+        if !row.is_volsec() && row.scenario == "fused-all" {
+            let from = row.derived_from.as_deref().unwrap_or_default();
+            assert!(
+                from.contains("ownership-all/kubelet-serial")
+                    && from.contains("relabel-all/go-selinux"),
+                "{}: {from}",
+                row.key
+            );
+        }
+        if row.is_volsec() && row.scenario.ends_with("-all") {
+            assert_eq!(
+                row.changed,
+                Some(row.inodes),
+                "{}: every inode changes",
+                row.key
+            );
+        }
+    }
+    assert!(r
+        .rows
+        .iter()
+        .any(|row| row.shape == "deep" && row.inodes == 1500));
+    assert!(!r.ratios.is_empty());
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("against threads"));
+    assert!(
+        fs.path().read_dir().unwrap().next().is_none(),
+        "the trees are removed afterwards"
+    );
+
+    let same = volsec()
+        .args(["bench", "compare"])
+        .arg(&json)
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_in_one_sentence() {
+    let out = volsec()
+        .args(["bench", "run", "--shapes", "forest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown tree shape \"forest\""));
+    let out = volsec()
+        .args(["bench", "run", "--sizes", "5", "--scratch", "/tmp"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tree size 5 inodes is out of range"));
+}
