@@ -99,8 +99,12 @@ impl Scratch {
                     s.dir.file_name().unwrap_or_default().to_string_lossy()
                 ));
                 s.image = Some(image.clone());
-                // Room for the inode tables, directory blocks and the journal.
-                let bytes = (inodes * 1024).max(256 << 20);
+                // Room for the inode tables and directory blocks, and at least 2 GiB (the
+                // image is sparse: only what is written takes memory). mkfs sizes the journal
+                // by the filesystem: a 200 MiB image gets 8 MiB, which makes any
+                // metadata-heavy pass wait on journal checkpoints; volumes that hold this
+                // many files are rarely that small, and from 1 GiB on the journal is 64 MiB.
+                let bytes = (inodes * 1024).max(2 << 30);
                 std::fs::File::create(&image)?.set_len(bytes)?;
                 let inode_count = (inodes + inodes / 4 + 10_000).to_string();
                 match kind {
