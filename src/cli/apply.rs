@@ -32,6 +32,21 @@ pub struct Args {
     /// The volume's root directory. A symlink anywhere on this path is refused.
     pub path: PathBuf,
 
+    #[command(flatten)]
+    pub job: JobArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Take fsGroup, policy and label from a pod's manifests (see `volsec plan`).
+    #[command(flatten)]
+    pub from_pod: super::plan::PodArgs,
+}
+
+/// What a volume must end up with: the flags `volsec apply` and `volsec client prepare`
+/// share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JobArgs {
     /// The pod's fsGroup: the group every entry gets.
     #[arg(long, value_name = "GID")]
     pub fs_group: Option<u32>,
@@ -51,13 +66,6 @@ pub struct Args {
     /// A filesystem that cannot store labels is "relabel not needed", not an error.
     #[arg(long)]
     pub ignore_unsupported: bool,
-
-    #[command(flatten)]
-    pub run: RunArgs,
-
-    /// Take fsGroup, policy and label from a pod's manifests (see `volsec plan`).
-    #[command(flatten)]
-    pub from_pod: super::plan::PodArgs,
 }
 
 /// Flags shared by every command that walks a volume.
@@ -103,30 +111,40 @@ impl RunArgs {
 
 pub fn run(args: Args) -> u8 {
     if args.from_pod.pod.is_some() {
-        if args.fs_group.is_some() || args.selinux_context.is_some() || args.read_only {
+        if args.job.is_given() {
             return refuse(&"--pod decides fsGroup, read-only and the label itself: drop --fs-group, --read-only and --selinux-context");
         }
         return super::plan::apply(&args.from_pod, &args.path, &args.run);
     }
-    let label = match args
-        .selinux_context
-        .as_deref()
-        .map(super::relabel::context_from_text)
-        .transpose()
-    {
-        Ok(label) => label,
-        Err(e) => return refuse(&e),
-    };
-    let job = Job {
-        ownership: args.fs_group.map(|fs_group| Ownership {
-            fs_group,
-            read_only: args.read_only,
-        }),
-        label,
-        change_policy: args.change_policy,
-        ignore_unsupported_labels: args.ignore_unsupported,
-    };
-    execute(&args.path, &job, &args.run)
+    match args.job.job() {
+        Ok(job) => execute(&args.path, &job, &args.run),
+        Err(e) => refuse(&e),
+    }
+}
+
+impl JobArgs {
+    /// Whether any of what a pod's manifests would decide was given by hand.
+    fn is_given(&self) -> bool {
+        self.fs_group.is_some() || self.selinux_context.is_some() || self.read_only
+    }
+
+    /// The job, with the label checked as `volsec relabel` checks it.
+    fn job(&self) -> Result<Job, String> {
+        let label = self
+            .selinux_context
+            .as_deref()
+            .map(super::relabel::context_from_text)
+            .transpose()?;
+        Ok(Job {
+            ownership: self.fs_group.map(|fs_group| Ownership {
+                fs_group,
+                read_only: self.read_only,
+            }),
+            label,
+            change_policy: self.change_policy,
+            ignore_unsupported_labels: self.ignore_unsupported,
+        })
+    }
 }
 
 /// Runs a pass with a progress bar and prints its report; returns the exit status.

@@ -5,7 +5,6 @@ use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use volsec::agent::proto::{self, prepare_event::Event};
-use volsec::ownership::ChangePolicy;
 
 const EXAMPLES: &str = "Examples:
   volsec client list
@@ -96,21 +95,8 @@ pub struct PlanArgs {
 pub struct PrepareArgs {
     /// The volume's root directory, below one of the agent's --allowed-root.
     pub path: String,
-    /// The pod's fsGroup.
-    #[arg(long, value_name = "GID")]
-    pub fs_group: Option<u32>,
-    /// The volume is mounted read-only.
-    #[arg(long)]
-    pub read_only: bool,
-    /// fsGroupChangePolicy.
-    #[arg(long, value_enum, default_value_t = ChangePolicy::Always)]
-    pub change_policy: ChangePolicy,
-    /// Also apply this SELinux file label, in the same walk.
-    #[arg(long, value_name = "CONTEXT")]
-    pub selinux_context: Option<String>,
-    /// A filesystem that cannot store labels is "relabel not needed", not an error.
-    #[arg(long)]
-    pub ignore_unsupported: bool,
+    #[command(flatten)]
+    pub job: super::apply::JobArgs,
     /// Report what would change without changing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -215,11 +201,11 @@ async fn prepare(
 ) -> Result<u8, tonic::Status> {
     let request = proto::PrepareRequest {
         path: p.path,
-        fs_group: p.fs_group,
-        read_only: p.read_only,
-        change_policy: volsec::agent::jobs::policy_to_proto(p.change_policy) as i32,
-        selinux_context: p.selinux_context.unwrap_or_default(),
-        ignore_unsupported_labels: p.ignore_unsupported,
+        fs_group: p.job.fs_group,
+        read_only: p.job.read_only,
+        change_policy: volsec::agent::jobs::policy_to_proto(p.job.change_policy) as i32,
+        selinux_context: p.job.selinux_context.unwrap_or_default(),
+        ignore_unsupported_labels: p.job.ignore_unsupported,
         dry_run: p.dry_run,
         cross_mounts: p.cross_mounts,
     };
