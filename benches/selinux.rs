@@ -8,40 +8,21 @@
 //! every inode really changes. Under `cargo test` the tree has 2,000 inodes and each case
 //! runs once.
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use std::time::{Duration, Instant};
-use volsec::bench::bed::{Bed, Target};
-use volsec::bench::scratch::Scratch;
-use volsec::bench::tree::{Shape, Spec};
+mod common;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use volsec::bench::bed::Target;
 use volsec::ownership::ChangePolicy;
 
-fn timed(iters: u64, mut pass: impl FnMut()) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let start = Instant::now();
-        pass();
-        total += start.elapsed();
-    }
-    total
-}
-
 fn selinux(c: &mut Criterion) {
-    let inodes = volsec::bench::criterion_tree_inodes();
-    let scratch = Scratch::ram_backed(inodes).expect("a scratch filesystem for the tree");
-    eprintln!("selinux bench: {inodes} inodes on {}", scratch.description);
-    let mut bed = Bed::build(scratch.path(), "tree", Spec::new(Shape::Kubelet, inodes))
-        .expect("the benchmark tree");
+    let (_scratch, mut bed) = common::reference_tree("selinux");
 
     let mut g = c.benchmark_group("selinux");
-    g.throughput(Throughput::Elements(bed.inodes()))
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    common::configure(&mut g, &bed);
 
     g.bench_function("relabel-all-differ/volsec", |b| {
         b.iter_custom(|n| {
-            timed(n, || {
+            common::timed(n, || {
                 drop(
                     bed.volsec(None, Some(Target::Flip), ChangePolicy::Always, 0)
                         .unwrap(),
@@ -51,7 +32,7 @@ fn selinux(c: &mut Criterion) {
     });
     g.bench_function("relabel-all-differ/go-selinux", |b| {
         b.iter_custom(|n| {
-            timed(n, || {
+            common::timed(n, || {
                 bed.go_selinux(Target::Flip).unwrap();
             })
         })
@@ -59,7 +40,7 @@ fn selinux(c: &mut Criterion) {
 
     g.bench_function("relabel-all-right/volsec", |b| {
         b.iter_custom(|n| {
-            timed(n, || {
+            common::timed(n, || {
                 drop(
                     bed.volsec(None, Some(Target::Keep), ChangePolicy::Always, 0)
                         .unwrap(),
@@ -69,7 +50,7 @@ fn selinux(c: &mut Criterion) {
     });
     g.bench_function("relabel-all-right/go-selinux-fast-mode", |b| {
         b.iter_custom(|n| {
-            timed(n, || {
+            common::timed(n, || {
                 bed.go_selinux(Target::Keep).unwrap();
             })
         })
@@ -77,7 +58,7 @@ fn selinux(c: &mut Criterion) {
 
     g.bench_function("fused-all-differ/volsec", |b| {
         b.iter_custom(|n| {
-            timed(n, || {
+            common::timed(n, || {
                 drop(
                     bed.volsec(
                         Some(Target::Flip),
@@ -92,7 +73,7 @@ fn selinux(c: &mut Criterion) {
     });
     g.bench_function("fused-all-differ/kubelet-serial-then-go-selinux", |b| {
         b.iter_custom(|n| {
-            timed(n, || {
+            common::timed(n, || {
                 bed.kubelet(Target::Flip, ChangePolicy::Always).unwrap();
                 bed.go_selinux(Target::Flip).unwrap();
             })
