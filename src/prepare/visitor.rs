@@ -6,6 +6,7 @@ use crate::selinux::{self, Context};
 use crate::sys::{self, Target};
 use crate::walk::{Entry, OpError, Root, Visited, Visitor};
 use rustix::fd::AsFd;
+use std::cell::RefCell;
 use std::io;
 
 pub(super) struct PassVisitor {
@@ -132,9 +133,42 @@ fn label_differs(target: Target<'_>, wanted: &str) -> io::Result<bool> {
     if current == wanted.as_bytes() {
         return Ok(false);
     }
-    let canonical = std::str::from_utf8(current)
-        .ok()
-        .and_then(|s| Context::parse(s).ok())
-        .map(|c| c.to_string());
-    Ok(canonical.as_deref() != Some(wanted))
+    Ok(LAST_COMPARED.with_borrow_mut(|last| last.differs(current, wanted)))
+}
+
+thread_local! {
+    /// The last canonical comparison each walker thread made. A volume holds few distinct
+    /// labels, so in a pass where every label differs nearly every entry repeats the
+    /// previous one; parsing each of them again would cost as much as the syscalls.
+    static LAST_COMPARED: RefCell<CanonicalCompare> = const { RefCell::new(CanonicalCompare::new()) };
+}
+
+/// One remembered answer to "does this label, once canonical, differ from the wanted one?".
+struct CanonicalCompare {
+    current: Vec<u8>,
+    wanted: String,
+    differs: bool,
+}
+
+impl CanonicalCompare {
+    const fn new() -> CanonicalCompare {
+        CanonicalCompare {
+            current: Vec::new(),
+            wanted: String::new(),
+            differs: true,
+        }
+    }
+
+    fn differs(&mut self, current: &[u8], wanted: &str) -> bool {
+        if self.current != current || self.wanted != wanted {
+            let canonical = std::str::from_utf8(current)
+                .ok()
+                .and_then(|s| Context::parse(s).ok())
+                .map(|c| c.to_string());
+            self.differs = canonical.as_deref() != Some(wanted);
+            self.current = current.to_vec();
+            self.wanted = wanted.to_string();
+        }
+        self.differs
+    }
 }
