@@ -6,11 +6,14 @@
 //! rotates from one repetition to the next), instead of running all of volsec and then all
 //! of the baseline while the machine's load drifts.
 //!
-//! Times are taken in-process around the pass. Peak RSS is measured separately, once per
-//! volsec scenario and thread count: that pass (which also serves as the warm-up) runs in a
-//! child process, `volsec bench pass`, which makes the same library call as `volsec apply`
-//! and then reports its own `VmHWM`, so the number is the resident peak of a volsec process
-//! doing exactly this pass, unaffected by the harness's own memory.
+//! Times are taken around the library call of the pass, nothing else. Peak RSS needs a
+//! process of its own: volsec's first repetition of each scenario and thread count runs in
+//! a child process, `volsec bench pass`, which makes the same library call as `volsec
+//! apply`, times it the same way and then reports its own `VmHWM`, so the number is the
+//! resident peak of a volsec process doing exactly this pass, unaffected by the harness's
+//! own memory. That pass is a timed repetition like the others, not an extra warm-up: the
+//! tree was just built or walked by the previous scenario, so the cache is already warm,
+//! and every pass left out keeps the standard suite within its time budget.
 
 use super::bed::{Bed, Target};
 use super::results::{self, Machine, Ratio, Results, Row, Settings};
@@ -261,7 +264,7 @@ pub fn run(config: &Config) -> io::Result<Results> {
                 .collect(),
             seed: config.seed,
             rss_method: if config.volsec_exe.is_some() {
-                "VmHWM of a child `volsec bench pass` process doing the same pass (the scenario's warm-up), read by the child itself at its end"
+                "VmHWM of a child `volsec bench pass` process doing the scenario's first timed repetition, read by the child itself at its end"
                     .into()
             } else {
                 "not measured".into()
@@ -306,11 +309,6 @@ fn run_scenario(
             .filter(|b| !(two_passes.is_some() && **b == Implementation::KubeletThenGoSelinux)),
     );
     let mut rss = vec![None; impls.len()];
-    for (i, imp) in impls.iter().enumerate() {
-        if let Implementation::Volsec(threads) = *imp {
-            rss[i] = warm_up(config, bed, scenario, threads)?;
-        }
-    }
     let mut samples = vec![Vec::new(); impls.len()];
     let mut changed = vec![None; impls.len()];
     for rep in 0..config.repetitions {
@@ -319,9 +317,15 @@ fn run_scenario(
             if config.cold {
                 drop_caches()?;
             }
-            let (elapsed, wrote) = pass(bed, scenario, impls[i])?;
-            samples[i].push(elapsed.as_secs_f64());
-            changed[i] = wrote;
+            let measured = match (impls[i], &config.volsec_exe) {
+                (Implementation::Volsec(threads), Some(exe)) if rep == 0 => {
+                    child_measured(exe, bed, scenario, threads)?
+                }
+                (imp, _) => pass(bed, scenario, imp)?,
+            };
+            samples[i].push(measured.elapsed.as_secs_f64());
+            changed[i] = measured.wrote;
+            rss[i] = rss[i].or(measured.peak_rss_kib);
         }
     }
     let rows: Vec<Row> = impls
@@ -439,12 +443,17 @@ fn derived_sum(a: &Row, b: &Row, scenario: Scenario, imp: Implementation, cpus: 
     }
 }
 
-/// One timed pass; returns its duration and how many entries it wrote (when known).
-fn pass(
-    bed: &mut Bed,
-    scenario: Scenario,
-    imp: Implementation,
-) -> io::Result<(Duration, Option<u64>)> {
+/// What one timed pass gave.
+struct Measured {
+    elapsed: Duration,
+    /// How many entries it wrote, when the implementation says.
+    wrote: Option<u64>,
+    /// The peak RSS of the process that did it, when it had one of its own.
+    peak_rss_kib: Option<u64>,
+}
+
+/// One timed pass in this process.
+fn pass(bed: &mut Bed, scenario: Scenario, imp: Implementation) -> io::Result<Measured> {
     let (own, label, policy) = scenario.targets();
     let start = Instant::now();
     let wrote = match imp {
@@ -453,8 +462,19 @@ fn pass(
             let start = Instant::now();
             let report = super::bed::run_volsec(&bed.path, &job, threads)?;
             let elapsed = start.elapsed();
-            check_volsec(bed, scenario, &report)?;
-            return Ok((elapsed, Some(report.tally.changed)));
+            let t = &report.tally;
+            check_volsec(
+                bed,
+                scenario,
+                t.visited,
+                t.changed,
+                report.skipped_reason.is_some(),
+            )?;
+            return Ok(Measured {
+                elapsed,
+                wrote: Some(t.changed),
+                peak_rss_kib: None,
+            });
         }
         Implementation::KubeletSerial => {
             Some(bed.kubelet(own.unwrap_or(Target::Keep), policy)?.written)
@@ -472,20 +492,47 @@ fn pass(
             Some(a.written + b.written)
         }
     };
-    Ok((start.elapsed(), wrote))
+    Ok(Measured {
+        elapsed: start.elapsed(),
+        wrote,
+        peak_rss_kib: None,
+    })
+}
+
+/// volsec's pass of `scenario` in a child `volsec bench pass` process, which times it and
+/// reports its own peak RSS.
+fn child_measured(
+    exe: &Path,
+    bed: &mut Bed,
+    scenario: Scenario,
+    threads: usize,
+) -> io::Result<Measured> {
+    let (own, label, policy) = scenario.targets();
+    let job = bed.job(own, label, policy);
+    let out = child_pass(exe, &bed.path, &job, threads)?;
+    check_volsec(bed, scenario, out.visited, out.changed, out.skipped)?;
+    Ok(Measured {
+        elapsed: Duration::from_secs_f64(out.elapsed_s),
+        wrote: Some(out.changed),
+        peak_rss_kib: Some(out.vm_hwm_kib),
+    })
 }
 
 /// A volsec pass that did not do what the scenario says measured the wrong thing.
-fn check_volsec(bed: &Bed, scenario: Scenario, report: &crate::prepare::Report) -> io::Result<()> {
-    let t = &report.tally;
+fn check_volsec(
+    bed: &Bed,
+    scenario: Scenario,
+    visited: u64,
+    changed: u64,
+    skipped: bool,
+) -> io::Result<()> {
     let expected_changed = match scenario {
         Scenario::OwnershipAll | Scenario::RelabelAll | Scenario::Fused => bed.inodes(),
         _ => 0,
     };
-    let skipped = report.skipped_reason.is_some();
-    let ok = t.changed == expected_changed
+    let ok = changed == expected_changed
         && (scenario == Scenario::OnRootMismatch) == skipped
-        && (skipped || t.visited == bed.inodes());
+        && (skipped || visited == bed.inodes());
     if ok {
         return Ok(());
     }
@@ -496,35 +543,19 @@ fn check_volsec(bed: &Bed, scenario: Scenario, report: &crate::prepare::Report) 
         expected_changed,
         bed.inodes(),
         if scenario == Scenario::OnRootMismatch { "skipped" } else { "complete" },
-        t.visited,
-        t.changed
+        visited,
+        changed
     )))
 }
 
-/// The first pass of a volsec scenario: in a child `volsec apply` process when the binary is
-/// known (its peak RSS is returned), in-process otherwise.
-fn warm_up(
-    config: &Config,
-    bed: &mut Bed,
-    scenario: Scenario,
-    threads: usize,
-) -> io::Result<Option<u64>> {
-    let (own, label, policy) = scenario.targets();
-    let job = bed.job(own, label, policy);
-    match &config.volsec_exe {
-        Some(exe) => child_pass(exe, &bed.path, &job, threads).map(Some),
-        None => super::bed::run_volsec(&bed.path, &job, threads).map(|_| None),
-    }
-}
-
 /// Runs the pass of `job` in a fresh `volsec bench pass` process (the library call `volsec
-/// apply` makes, nothing else) and returns that process's peak RSS in KiB.
+/// apply` makes, nothing else) and returns what that process reports of it.
 ///
 /// The child reads its own `VmHWM` from `/proc/self/status` at the end: the high-water mark
 /// of its own address space since exec. (`ru_maxrss` from `wait4` would not do: Linux
 /// carries the spawning process's resident size into it at exec, so it would count the
 /// harness.)
-pub fn child_pass(exe: &Path, path: &Path, job: &Job, threads: usize) -> io::Result<u64> {
+pub fn child_pass(exe: &Path, path: &Path, job: &Job, threads: usize) -> io::Result<PassOutput> {
     use std::process::Command;
     let mut cmd = Command::new(exe);
     cmd.args(["bench", "pass"]).arg(path);
@@ -542,7 +573,7 @@ pub fn child_pass(exe: &Path, path: &Path, job: &Job, threads: usize) -> io::Res
     let stdout = String::from_utf8_lossy(&out.stdout);
     let parsed: Option<PassOutput> = serde_json::from_str(&stdout).ok();
     match parsed {
-        Some(p) if out.status.success() => Ok(p.vm_hwm_kib),
+        Some(p) if out.status.success() => Ok(p),
         _ => Err(io::Error::other(format!(
             "{cmd:?} failed ({}): {}{}",
             out.status,
@@ -557,17 +588,25 @@ pub fn child_pass(exe: &Path, path: &Path, job: &Job, threads: usize) -> io::Res
 pub struct PassOutput {
     /// Peak resident set of the process since exec (`VmHWM`), KiB.
     pub vm_hwm_kib: u64,
+    /// The library call's duration, seconds (process start-up not included).
+    pub elapsed_s: f64,
     pub visited: u64,
     pub changed: u64,
+    /// The pass was skipped (OnRootMismatch with a matching root).
+    pub skipped: bool,
 }
 
 /// The body of `volsec bench pass`: one pass in this process, then its own peak RSS.
 pub fn pass_in_this_process(path: &Path, job: &Job, threads: usize) -> io::Result<PassOutput> {
+    let start = Instant::now();
     let report = super::bed::run_volsec(path, job, threads)?;
+    let elapsed_s = start.elapsed().as_secs_f64();
     Ok(PassOutput {
         vm_hwm_kib: own_peak_rss_kib()?,
+        elapsed_s,
         visited: report.tally.visited,
         changed: report.tally.changed,
+        skipped: report.skipped_reason.is_some(),
     })
 }
 

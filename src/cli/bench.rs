@@ -79,7 +79,8 @@ struct RunArgs {
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SCENARIO,...")]
     scenarios: Vec<Scenario>,
 
-    /// Timed repetitions of each scenario and implementation (after one warm-up pass).
+    /// Timed repetitions of each scenario and implementation (volsec's first one in a child
+    /// process, for its peak RSS).
     #[arg(long, value_name = "N", default_value_t = 3)]
     repetitions: usize,
 
