@@ -21,6 +21,8 @@ pub enum EntryType {
 /// One entry of a directory, borrowed from the reader's buffer.
 #[derive(Debug)]
 pub struct DirEntry<'a> {
+    /// `d_ino`: the order in which the inodes lie on disk.
+    pub ino: u64,
     pub name: &'a CStr,
     pub kind: EntryType,
 }
@@ -32,12 +34,8 @@ pub struct DirReader {
 }
 
 impl DirReader {
-    /// 32 KiB holds several hundred typical entries: a worthwhile batch for a thread, and
-    /// small enough that the threads share a big directory.
-    pub fn new() -> DirReader {
-        DirReader::with_capacity(32 * 1024)
-    }
-
+    /// A reader of `bytes`. The buffer is zeroed lazily by the allocator, so the pages a
+    /// batch never reaches (a small directory's) are never made resident.
     pub fn with_capacity(bytes: usize) -> DirReader {
         DirReader {
             buf: vec![0; bytes],
@@ -77,6 +75,7 @@ impl DirReader {
                 return None;
             }
             // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            let ino = u64::from_ne_bytes(buf[off..off + 8].try_into().expect("8 bytes"));
             let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
             let d_type = buf[off + 18];
             let name = CStr::from_bytes_until_nul(&buf[off + 19..off + reclen]).ok()?;
@@ -90,13 +89,7 @@ impl DirReader {
                 libc::DT_UNKNOWN => EntryType::Unknown,
                 _ => EntryType::Other,
             };
-            return Some(DirEntry { name, kind });
+            return Some(DirEntry { ino, name, kind });
         })
-    }
-}
-
-impl Default for DirReader {
-    fn default() -> Self {
-        DirReader::new()
     }
 }

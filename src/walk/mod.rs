@@ -9,13 +9,14 @@
 //! for a directory, through the descriptor volsec opened itself.
 //!
 //! # How the work is shared
-//! The unit of work is one `getdents64` buffer of one directory (a few hundred entries).
+//! The unit of work is one `getdents64` buffer of one directory (up to 1 MiB, about 30,000
+//! entries), whose files are changed in inode order.
 //! Directories waiting to be read sit on one shared LIFO stack; a worker takes the top
 //! directory, reads a buffer, puts the directory back if it has more (so another worker can
 //! read the next buffer of the same huge directory at the same time), pushes the
 //! subdirectories it found, and handles the files itself. LIFO keeps the walk close to
-//! depth-first, so what is held at any time is bounded by threads x depth x one buffer, not
-//! by the size of the tree; no thread recurses, so depth cannot overflow a stack.
+//! depth-first, so what is held at any time is bounded by threads x (one buffer + depth),
+//! not by the size of the tree; no thread recurses, so depth cannot overflow a stack.
 //!
 //! # Order, and why the root is last
 //! kubelet changes each directory after its children (post-order). Only the root's place in
