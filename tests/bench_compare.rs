@@ -2,26 +2,45 @@
 
 mod common;
 use common::volsec;
-use volsec::bench::results::{self, Machine, Results, Row, Settings, Statistic};
+use volsec::bench::compare::{self, Basis, Gate, Statistic};
+use volsec::bench::results::{self, Machine, Results, Row, Settings};
 
-fn row(scenario: &str, implementation: &str, median_s: f64) -> Row {
+const SHAPES: [&str; 5] = ["kubelet", "dataset", "deep", "node-modules", "flat"];
+
+fn row(shape: &str, scenario: &str, implementation: &str, samples_s: &[f64]) -> Row {
+    let median_s = results::median(samples_s);
     Row {
-        key: results::key("kubelet", 203_001, scenario, implementation, 2, false),
-        shape: "kubelet".into(),
-        inodes: 203_001,
+        key: results::key(shape, 200_000, scenario, implementation, 2, false),
+        shape: shape.into(),
+        inodes: 200_000,
         scenario: scenario.into(),
         implementation: implementation.into(),
         threads: 2,
         cold: false,
-        samples_s: vec![median_s; 3],
+        samples_s: samples_s.to_vec(),
         median_s,
-        min_s: median_s,
-        max_s: median_s,
-        inodes_per_s: 203_001.0 / median_s,
+        min_s: samples_s.iter().copied().fold(f64::INFINITY, f64::min),
+        max_s: samples_s.iter().copied().fold(0.0, f64::max),
+        inodes_per_s: 200_000.0 / median_s,
         peak_rss_kib: None,
         changed: None,
         derived_from: None,
     }
+}
+
+/// ownership-all on every shape: volsec taking `volsec[i]` and kubelet `kubelet` seconds
+/// (three equal repetitions each).
+fn ownership_all(volsec: [f64; 5], kubelet: f64) -> Vec<Row> {
+    SHAPES
+        .iter()
+        .zip(volsec)
+        .flat_map(|(shape, v)| {
+            [
+                row(shape, "ownership-all", "volsec", &[v; 3]),
+                row(shape, "ownership-all", "kubelet-serial", &[kubelet; 3]),
+            ]
+        })
+        .collect()
 }
 
 fn run_of(rows: Vec<Row>) -> Results {
@@ -52,65 +71,126 @@ fn run_of(rows: Vec<Row>) -> Results {
 }
 
 #[test]
-fn a_slowdown_beyond_the_threshold_is_a_regression() {
-    let old = run_of(vec![row("ownership-all", "volsec", 0.400)]);
-    let new = run_of(vec![row("ownership-all", "volsec", 0.460)]);
-    let c = results::compare(&old, &new, Statistic::Median, 10.0, 0.002);
-    assert_eq!(c.regressions().count(), 1);
-    let c = results::compare(&old, &new, Statistic::Median, 20.0, 0.002);
-    assert_eq!(c.regressions().count(), 0, "15% is within 20%");
+fn a_scenario_slower_beyond_the_threshold_is_a_regression() {
+    let old = run_of(ownership_all([1.0; 5], 3.0));
+    let new = run_of(ownership_all([1.12; 5], 3.0));
+    let c = compare::compare(&old, &new, Gate::default());
+    assert!(c.regressed(), "{c:?}");
+    assert!(c.scenarios[0].regression && (c.scenarios[0].change_pct - 12.0).abs() < 0.01);
+    let loose = Gate {
+        max_regression_pct: 15.0,
+        ..Gate::default()
+    };
+    assert!(
+        !compare::compare(&old, &new, loose).regressed(),
+        "12% is within 15%"
+    );
 }
 
 #[test]
-fn a_faster_run_a_slower_baseline_and_noise_are_not_regressions() {
+fn a_machine_slower_for_the_whole_run_is_not_a_regression() {
+    // Everything, baselines included, 25% slower: the runner, not volsec.
+    let old = run_of(ownership_all([1.0; 5], 3.0));
+    let new = run_of(ownership_all([1.25; 5], 3.75));
+    assert!(!compare::compare(&old, &new, Gate::default()).regressed());
+    let absolute = Gate {
+        basis: Basis::Absolute,
+        ..Gate::default()
+    };
+    assert!(compare::compare(&old, &new, absolute).regressed());
+}
+
+#[test]
+fn one_noisy_tree_does_not_fail_the_gate_but_one_much_slower_tree_does() {
+    let old = run_of(ownership_all([1.0; 5], 3.0));
+    let noisy = run_of(ownership_all([1.0, 1.0, 1.18, 1.0, 1.0], 3.0));
+    let c = compare::compare(&old, &noisy, Gate::default());
+    assert!(!c.regressed(), "one row +18%, the scenario +3.4%: {c:?}");
+
+    let flat_broke = run_of(ownership_all([1.0, 1.0, 1.0, 1.0, 1.4], 3.0));
+    let c = compare::compare(&old, &flat_broke, Gate::default());
+    assert!(c.regressed());
+    let broke: Vec<_> = c.rows.iter().filter(|r| r.regression).collect();
+    assert_eq!(broke.len(), 1);
+    assert!(broke[0].key.starts_with("flat/"), "{broke:?}");
+}
+
+#[test]
+fn baselines_and_passes_under_the_noise_floor_are_not_gated() {
+    let mut old = ownership_all([1.0; 5], 3.0);
+    old.push(row(
+        "kubelet",
+        "on-root-mismatch",
+        "volsec",
+        &[0.000_050; 3],
+    ));
+    let mut new = ownership_all([1.0; 5], 6.0);
+    new.push(row(
+        "kubelet",
+        "on-root-mismatch",
+        "volsec",
+        &[0.000_500; 3],
+    ));
+    let c = compare::compare(&run_of(old), &run_of(new), Gate::default());
+    assert!(!c.regressed(), "{c:?}");
+    let shown = |key: &str| c.rows.iter().find(|r| r.key.contains(key)).unwrap();
+    assert!(!shown("kubelet-serial").gated);
+    assert!(!shown("on-root-mismatch").gated);
+}
+
+#[test]
+fn repetitions_are_paired_with_the_baseline_they_ran_beside() {
+    // The second repetition of both was disturbed the same way: paired, nothing changed.
     let old = run_of(vec![
-        row("ownership-all", "volsec", 0.400),
-        row("ownership-all", "kubelet-serial", 2.0),
-        row("on-root-mismatch", "volsec", 0.000_050),
+        row("kubelet", "ownership-all", "volsec", &[1.0, 1.0, 1.0]),
+        row(
+            "kubelet",
+            "ownership-all",
+            "kubelet-serial",
+            &[3.0, 3.0, 3.0],
+        ),
     ]);
     let new = run_of(vec![
-        row("ownership-all", "volsec", 0.300),
-        row("ownership-all", "kubelet-serial", 3.0),
-        row("on-root-mismatch", "volsec", 0.000_090),
+        row("kubelet", "ownership-all", "volsec", &[1.0, 1.5, 1.5]),
+        row(
+            "kubelet",
+            "ownership-all",
+            "kubelet-serial",
+            &[3.0, 4.5, 4.5],
+        ),
     ]);
-    let c = results::compare(&old, &new, Statistic::Median, 10.0, 0.002);
-    assert_eq!(c.regressions().count(), 0, "{c:?}");
-    assert!(
-        c.rows.iter().any(|r| !r.gated),
-        "baselines are shown but not gated"
-    );
+    let c = compare::compare(&old, &new, Gate::default());
+    assert!(c.rows[0].change_pct.abs() < 1e-9, "{c:?}");
 }
 
 #[test]
 fn the_min_statistic_ignores_a_disturbed_median() {
-    let old = run_of(vec![row("ownership-all", "volsec", 0.400)]);
-    let mut new = run_of(vec![row("ownership-all", "volsec", 0.600)]);
-    new.rows[0].min_s = 0.405;
-    assert_eq!(
-        results::compare(&old, &new, Statistic::Median, 10.0, 0.002)
-            .regressions()
-            .count(),
-        1
-    );
-    assert_eq!(
-        results::compare(&old, &new, Statistic::Min, 10.0, 0.002)
-            .regressions()
-            .count(),
-        0
-    );
+    let old = run_of(vec![row("kubelet", "ownership-all", "volsec", &[0.4; 3])]);
+    let new = run_of(vec![row(
+        "kubelet",
+        "ownership-all",
+        "volsec",
+        &[0.405, 0.6, 0.6],
+    )]);
+    let gate = |statistic| Gate {
+        statistic,
+        ..Gate::default()
+    };
+    assert!(compare::compare(&old, &new, gate(Statistic::Median)).regressed());
+    assert!(!compare::compare(&old, &new, gate(Statistic::Min)).regressed());
 }
 
 #[test]
 fn missing_and_new_rows_are_reported() {
     let old = run_of(vec![
-        row("ownership-all", "volsec", 0.4),
-        row("relabel-all", "volsec", 0.5),
+        row("kubelet", "ownership-all", "volsec", &[0.4; 3]),
+        row("kubelet", "relabel-all", "volsec", &[0.5; 3]),
     ]);
     let new = run_of(vec![
-        row("ownership-all", "volsec", 0.4),
-        row("fused-all", "volsec", 0.6),
+        row("kubelet", "ownership-all", "volsec", &[0.4; 3]),
+        row("kubelet", "fused-all", "volsec", &[0.6; 3]),
     ]);
-    let c = results::compare(&old, &new, Statistic::Median, 10.0, 0.002);
+    let c = compare::compare(&old, &new, Gate::default());
     assert_eq!(c.missing, vec![old.rows[1].key.clone()]);
     assert_eq!(c.added, vec![new.rows[1].key.clone()]);
 }
@@ -120,12 +200,8 @@ fn the_command_exits_1_on_a_regression_and_0_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("old.json");
     let new = dir.path().join("new.json");
-    run_of(vec![row("ownership-all", "volsec", 0.400)])
-        .save(&old)
-        .unwrap();
-    run_of(vec![row("ownership-all", "volsec", 0.500)])
-        .save(&new)
-        .unwrap();
+    run_of(ownership_all([0.4; 5], 3.0)).save(&old).unwrap();
+    run_of(ownership_all([0.5; 5], 3.0)).save(&new).unwrap();
 
     let out = volsec()
         .args(["bench", "compare"])
@@ -145,7 +221,7 @@ fn the_command_exits_1_on_a_regression_and_0_otherwise() {
         .args(["bench", "compare"])
         .arg(&old)
         .arg(&new)
-        .args(["--max-regression", "30%"])
+        .args(["--max-regression", "30%", "--max-row-regression", "30%"])
         .output()
         .unwrap();
     assert_eq!(

@@ -188,10 +188,6 @@ impl Config {
         }
         out
     }
-
-    fn largest(&self) -> u64 {
-        self.specs().iter().map(|s| s.inodes).max().unwrap_or(0)
-    }
 }
 
 /// Runs the whole suite and returns what was measured.
@@ -208,15 +204,23 @@ pub fn run(config: &Config) -> io::Result<Results> {
             "--cold drops the kernel's caches (/proc/sys/vm/drop_caches) and needs root",
         ));
     }
-    let scratch = match (&config.scratch, config.fs) {
-        (Some(dir), _) => Scratch::existing(dir)?,
-        (None, Some(kind)) => Scratch::create(kind, config.largest())?,
-        (None, None) => Scratch::ram_backed(config.largest())?,
+    let shared = match &config.scratch {
+        Some(dir) => Some(Scratch::existing(dir)?),
+        None => None,
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let loadavg_start = loadavg();
+    let mut filesystem = shared.as_ref().map(|s| s.description.clone());
     let mut rows = Vec::new();
     for spec in config.specs() {
+        // A filesystem the harness makes is made afresh for each tree: no tree inherits
+        // another's leftovers, and dropping a loop image is quicker than deleting a tree.
+        let own = match shared {
+            Some(_) => None,
+            None => Some(new_filesystem(config.fs, spec.inodes)?),
+        };
+        let scratch = shared.as_ref().or(own.as_ref()).expect("one of the two");
+        filesystem.get_or_insert_with(|| scratch.description.clone());
         let t = Instant::now();
         let mut bed = Bed::build(scratch.path(), "tree", spec)?;
         note(
@@ -235,7 +239,9 @@ pub fn run(config: &Config) -> io::Result<Results> {
             tree_rows.extend(new);
         }
         rows.extend(tree_rows);
-        std::fs::remove_dir_all(&bed.path)?;
+        if shared.is_some() {
+            std::fs::remove_dir_all(&bed.path)?;
+        }
     }
     let ratios = ratios(&rows);
     let results = Results {
@@ -250,7 +256,7 @@ pub fn run(config: &Config) -> io::Result<Results> {
             cpu_model: cpu_model(),
             kernel: read_trimmed("/proc/sys/kernel/osrelease"),
             memory_bytes: mem_total(),
-            filesystem: scratch.description.clone(),
+            filesystem: filesystem.unwrap_or_default(),
             loadavg_start,
             loadavg_end: loadavg(),
         },
@@ -275,6 +281,14 @@ pub fn run(config: &Config) -> io::Result<Results> {
         total_seconds: started.elapsed().as_secs_f64(),
     };
     Ok(results)
+}
+
+/// A filesystem made for one tree: `kind`, or the RAM-backed default.
+fn new_filesystem(kind: Option<super::scratch::FsKind>, inodes: u64) -> io::Result<Scratch> {
+    match kind {
+        Some(kind) => Scratch::create(kind, inodes),
+        None => Scratch::ram_backed(inodes),
+    }
 }
 
 fn note(config: &Config, msg: std::fmt::Arguments<'_>) {

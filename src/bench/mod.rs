@@ -11,11 +11,13 @@
 //! - [`bed`]: one tree and its state, with every timed pass (volsec and baselines).
 //! - [`scratch`]: the filesystem under test (RAM-backed ext4 by default).
 //! - [`harness`]: `volsec bench run`: every scenario, volsec and baselines taking turns.
-//! - [`results`]: the JSON document of a run, and `compare`, the regression gate.
+//! - [`results`]: the JSON document of a run.
+//! - [`compare`]: two runs side by side, the regression gate CI relies on.
 //! - [`report`]: markdown tables and the SVG scaling plot.
 
 pub mod baseline;
 pub mod bed;
+pub mod compare;
 pub mod harness;
 pub mod report;
 pub mod results;

@@ -5,7 +5,8 @@
 //! (throughput against thread count). OnRootMismatch is left out of the plot: it does not
 //! walk, so its "throughput" only says the tree was not looked at (the tables have it).
 
-use super::results::{Comparison, Results, Row};
+use super::compare::{Basis, Comparison, Statistic};
+use super::results::{Results, Row};
 use plotters::prelude::*;
 use std::fmt::Write;
 use std::io;
@@ -156,30 +157,46 @@ fn scenarios(r: &Results) -> Vec<String> {
     out
 }
 
-/// A comparison as a markdown table, regressions marked, then what is missing or new.
+/// A comparison as markdown: each scenario's change (the gate), then every row, then what is
+/// missing or new.
 pub fn comparison(c: &Comparison) -> String {
     let mut s = String::new();
-    let stat = match c.statistic {
-        super::results::Statistic::Median => "median",
-        super::results::Statistic::Min => "min",
+    let g = &c.gate;
+    let stat = match g.statistic {
+        Statistic::Median => "median",
+        Statistic::Min => "min",
+    };
+    let basis = match g.basis {
+        Basis::Relative => "relative to the same run's main baseline",
+        Basis::Absolute => "in seconds",
     };
     let _ = writeln!(
         s,
-        "| scenario | old {stat} | new {stat} | change | verdict |"
+        "| scenario (geometric mean over trees) | trees | change | verdict |"
     );
+    s.push_str("|---|---:|---:|---|\n");
+    for sc in &c.scenarios {
+        let verdict = if sc.regression { "REGRESSION" } else { "ok" };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:+.1}% | {verdict} |",
+            sc.group, sc.rows, sc.change_pct
+        );
+    }
+    let _ = writeln!(s, "\n| row | old {stat} | new {stat} | change | verdict |");
     s.push_str("|---|---:|---:|---:|---|\n");
     for row in &c.rows {
         let verdict = match (row.gated, row.regression) {
             (_, true) => "REGRESSION",
             (true, false) => "ok",
-            (false, false) => "baseline (not gated)",
+            (false, false) => "not gated",
         };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:+.1}% | {verdict} |",
             row.key,
-            secs(row.old_s),
-            secs(row.new_s),
+            value(row.old, &row.unit),
+            value(row.new, &row.unit),
             row.change_pct
         );
     }
@@ -189,15 +206,25 @@ pub fn comparison(c: &Comparison) -> String {
     for key in &c.added {
         let _ = writeln!(s, "| {key} | | | | new (not in the old run) |");
     }
-    let n = c.regressions().count();
+    let scenarios = c.scenarios.iter().filter(|s| s.regression).count();
+    let rows = c.rows.iter().filter(|r| r.regression).count();
     let _ = writeln!(
         s,
-        "\n{} regression(s) beyond {}% (and {} ms) in volsec's {stat}s.",
-        n,
-        c.max_regression_pct,
-        c.noise_floor_s * 1000.0
+        "\n{scenarios} scenario(s) slower by more than {}% and {rows} row(s) by more than {}% \
+         (volsec's {stat}s {basis}; passes under {} ms not gated).",
+        g.max_regression_pct,
+        g.max_row_regression_pct,
+        g.noise_floor_s * 1000.0
     );
     s
+}
+
+/// A compared number in its unit: seconds, or a fraction of a baseline.
+fn value(v: f64, unit: &str) -> String {
+    match unit.strip_prefix("x ") {
+        Some(baseline) => format!("{v:.3} x {baseline}"),
+        None => secs(v),
+    }
 }
 
 /// The scaling plot: throughput against tree size (left) and against threads (right), for

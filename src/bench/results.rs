@@ -1,12 +1,8 @@
-//! What a benchmark run found, as a JSON document, and the comparison of two runs that
-//! gates regressions in CI.
+//! What a benchmark run found, as a JSON document.
 //!
 //! A row is one (tree, scenario, implementation, threads, warm/cold) measured several
 //! times; its `key` names it the same way in every run, so two documents are compared row
-//! by row. Only volsec's rows gate: a baseline getting slower is the machine, not a
-//! regression of volsec. Tiny times are noisy in absolute terms (an OnRootMismatch pass
-//! takes microseconds), so a slowdown must exceed both the percentage and an absolute
-//! noise floor to count.
+//! by row ([`super::compare`]).
 
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -148,113 +144,5 @@ impl Results {
         let text = serde_json::to_string_pretty(self).expect("results serialize");
         std::fs::write(path, text + "\n")
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
-    }
-}
-
-/// Which number of a row's samples is compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Statistic {
-    /// The median of the repetitions.
-    #[default]
-    Median,
-    /// The fastest repetition: the least disturbed by other load on a shared machine.
-    Min,
-}
-
-impl Statistic {
-    fn of(&self, row: &Row) -> f64 {
-        match self {
-            Statistic::Median => row.median_s,
-            Statistic::Min => row.min_s,
-        }
-    }
-}
-
-/// One row of a comparison.
-#[derive(Debug, Clone, Serialize)]
-pub struct Compared {
-    pub key: String,
-    /// The compared statistic (median or min) of the old run, in seconds.
-    pub old_s: f64,
-    pub new_s: f64,
-    /// Change in percent (positive: slower).
-    pub change_pct: f64,
-    /// Whether this row is gated (volsec's own rows).
-    pub gated: bool,
-    pub regression: bool,
-}
-
-/// Two runs side by side.
-#[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
-    pub statistic: Statistic,
-    pub max_regression_pct: f64,
-    pub noise_floor_s: f64,
-    pub rows: Vec<Compared>,
-    /// Rows of the old run the new one lacks.
-    pub missing: Vec<String>,
-    /// Rows only the new run has.
-    pub added: Vec<String>,
-}
-
-impl Comparison {
-    pub fn regressions(&self) -> impl Iterator<Item = &Compared> {
-        self.rows.iter().filter(|r| r.regression)
-    }
-}
-
-/// Compares `statistic` (the median, normally) of matching rows. A gated row regresses when
-/// it grew by more than `max_regression_pct` percent **and** by more than `noise_floor_s`
-/// seconds.
-pub fn compare(
-    old: &Results,
-    new: &Results,
-    statistic: Statistic,
-    max_regression_pct: f64,
-    noise_floor_s: f64,
-) -> Comparison {
-    let mut rows = Vec::new();
-    let mut missing = Vec::new();
-    for o in &old.rows {
-        let Some(n) = new.rows.iter().find(|n| n.key == o.key) else {
-            missing.push(o.key.clone());
-            continue;
-        };
-        let (old_s, new_s) = (statistic.of(o), statistic.of(n));
-        let change_pct = (new_s - old_s) / old_s * 100.0;
-        let gated = o.is_volsec();
-        let regression = gated && change_pct > max_regression_pct && new_s - old_s > noise_floor_s;
-        rows.push(Compared {
-            key: o.key.clone(),
-            old_s,
-            new_s,
-            change_pct,
-            gated,
-            regression,
-        });
-    }
-    let added = new
-        .rows
-        .iter()
-        .filter(|n| !old.rows.iter().any(|o| o.key == n.key))
-        .map(|n| n.key.clone())
-        .collect();
-    Comparison {
-        statistic,
-        max_regression_pct,
-        noise_floor_s,
-        rows,
-        missing,
-        added,
-    }
-}
-
-/// Parses `10%`, `10` or `0.1x`-free percentages for `--max-regression`.
-pub fn parse_percent(s: &str) -> Result<f64, String> {
-    let t = s.trim().trim_end_matches('%');
-    match t.parse::<f64>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("{s:?} is not a percentage (e.g. 10%)")),
     }
 }

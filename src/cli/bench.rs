@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use volsec::bench::harness::{self, Config, Scenario};
 use volsec::bench::scratch::FsKind;
 use volsec::bench::tree::{Shape, Spec};
-use volsec::bench::{report, results};
+use volsec::bench::{compare, report, results};
 
 /// Build standard trees and measure volsec against serial baselines; compare two runs.
 #[derive(clap::Args, Debug)]
@@ -98,7 +98,7 @@ struct RunArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "fs")]
     scratch: Option<PathBuf>,
 
-    /// Create a fresh filesystem for the trees: an ext4 or xfs image in /dev/shm,
+    /// Create a fresh filesystem for each tree: an ext4 or xfs image in /dev/shm,
     /// loop-mounted, or a tmpfs (needs root). Default: ext4 as root, else tmpfs /dev/shm.
     #[arg(long, value_enum)]
     fs: Option<FsKind>,
@@ -126,16 +126,23 @@ struct RunArgs {
 
 /// Compare two `volsec bench run --json` results and fail on a regression.
 ///
-/// Rows are matched by tree, scenario, implementation, threads and cache state; volsec's
-/// medians are gated (the baselines are shown, not gated). A row regresses when its median
-/// grew by more than --max-regression and by more than --noise-floor-ms. Rows missing from
-/// either side are listed. On a shared, noisy runner, `--statistic min` compares the fastest
-/// repetitions instead, which other load disturbs least.
+/// Rows are matched by tree, scenario, implementation, threads and cache state. volsec's
+/// rows are gated, the baselines only shown. By default each volsec row is its time as a
+/// fraction of its scenario's main baseline in the same run (kubelet-serial, go-selinux,
+/// ...), repetition by repetition: a shared machine that is slower during one run slows
+/// both sides, and the gate sees only what volsec changed. `--basis absolute` compares
+/// seconds instead.
+///
+/// A scenario regresses when the geometric mean of its rows' changes (over the trees)
+/// exceeds --max-regression; a single row when its change exceeds --max-row-regression.
+/// Passes shorter than --noise-floor-ms (OnRootMismatch) are shown, not gated. Rows missing
+/// from either side are listed.
 ///
 /// Exit status: 0 no regression, 1 at least one regression, 2 unreadable input.
 ///
 /// Examples:
 ///   volsec bench compare main.json branch.json --max-regression 10%
+///   volsec bench compare old.json new.json --basis absolute --statistic min
 ///   volsec bench compare old.json new.json --max-regression 5% --output json
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -144,15 +151,21 @@ struct CompareArgs {
     old: PathBuf,
     /// The run to check.
     new: PathBuf,
-    /// Largest accepted slowdown of a median, in percent.
-    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = results::parse_percent)]
+    /// Largest accepted slowdown of a scenario (geometric mean over its trees), in percent.
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = compare::parse_percent)]
     max_regression: f64,
-    /// A slowdown smaller than this many milliseconds is noise, whatever its percentage.
+    /// Largest accepted slowdown of any one row, in percent.
+    #[arg(long, value_name = "PERCENT", default_value = "25%", value_parser = compare::parse_percent)]
+    max_row_regression: f64,
+    /// volsec passes shorter than this many milliseconds are not gated.
     #[arg(long, value_name = "MS", default_value_t = 2.0)]
     noise_floor_ms: f64,
-    /// Which number of each row to compare.
-    #[arg(long, value_enum, default_value_t = results::Statistic::Median)]
-    statistic: results::Statistic,
+    /// Which number of each row's repetitions to compare.
+    #[arg(long, value_enum, default_value_t = compare::Statistic::Median)]
+    statistic: compare::Statistic,
+    /// What volsec's number is: a fraction of the same run's baseline, or seconds.
+    #[arg(long, value_enum, default_value_t = compare::Basis::Relative)]
+    basis: compare::Basis,
     #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
     output: ReportFormat,
 }
@@ -283,13 +296,14 @@ fn compare(a: CompareArgs) -> u8 {
         (Ok(o), Ok(n)) => (o, n),
         (Err(e), _) | (_, Err(e)) => return super::apply::refuse(&e),
     };
-    let c = results::compare(
-        &old,
-        &new,
-        a.statistic,
-        a.max_regression,
-        a.noise_floor_ms / 1000.0,
-    );
+    let gate = compare::Gate {
+        statistic: a.statistic,
+        basis: a.basis,
+        max_regression_pct: a.max_regression,
+        max_row_regression_pct: a.max_row_regression,
+        noise_floor_s: a.noise_floor_ms / 1000.0,
+    };
+    let c = compare::compare(&old, &new, gate);
     match a.output {
         ReportFormat::Markdown => print!("{}", report::comparison(&c)),
         ReportFormat::Json => println!(
@@ -297,7 +311,7 @@ fn compare(a: CompareArgs) -> u8 {
             serde_json::to_string_pretty(&c).expect("comparison serializes")
         ),
     }
-    if c.regressions().next().is_some() {
+    if c.regressed() {
         EXIT_PARTIAL
     } else {
         EXIT_OK
