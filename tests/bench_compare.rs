@@ -141,24 +141,14 @@ fn baselines_and_passes_under_the_noise_floor_are_not_gated() {
 #[test]
 fn repetitions_are_paired_with_the_baseline_they_ran_beside() {
     // The second repetition of both was disturbed the same way: paired, nothing changed.
-    let old = run_of(vec![
-        row("kubelet", "ownership-all", "volsec", &[1.0, 1.0, 1.0]),
-        row(
-            "kubelet",
-            "ownership-all",
-            "kubelet-serial",
-            &[3.0, 3.0, 3.0],
-        ),
-    ]);
-    let new = run_of(vec![
-        row("kubelet", "ownership-all", "volsec", &[1.0, 1.5, 1.5]),
-        row(
-            "kubelet",
-            "ownership-all",
-            "kubelet-serial",
-            &[3.0, 4.5, 4.5],
-        ),
-    ]);
+    let kubelet_tree = |volsec: [f64; 3], kubelet: [f64; 3]| {
+        run_of(vec![
+            row("kubelet", "ownership-all", "volsec", &volsec),
+            row("kubelet", "ownership-all", "kubelet-serial", &kubelet),
+        ])
+    };
+    let old = kubelet_tree([1.0, 1.0, 1.0], [3.0, 3.0, 3.0]);
+    let new = kubelet_tree([1.0, 1.5, 1.5], [3.0, 4.5, 4.5]);
     let c = compare::compare(&old, &new, Gate::default());
     assert!(c.rows[0].change_pct.abs() < 1e-9, "{c:?}");
 }
