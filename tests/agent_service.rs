@@ -69,6 +69,22 @@ impl Agent {
             .expect("connect to the agent")
     }
 
+    /// A bare gRPC channel over the socket, for calls the volsec client does not make.
+    async fn channel(&self) -> tonic::transport::Channel {
+        let socket = self.socket();
+        tonic::transport::Endpoint::from_static("http://volsec.agent")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("a channel to the agent")
+    }
+
     fn terminate(&mut self) -> std::process::ExitStatus {
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&self.child),
@@ -615,20 +631,7 @@ async fn disallowed_malformed_and_oversized_requests_are_refused_and_nothing_is_
         #[prost(uint64, tag = "1")]
         path: u64,
     }
-    let channel = tonic::transport::Endpoint::from_static("http://volsec.agent")
-        .connect_with_connector(tower::service_fn({
-            let socket = agent.socket();
-            move |_: tonic::transport::Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = agent.channel().await;
     let mut raw = tonic::client::Grpc::new(channel);
     raw.ready().await.unwrap();
     let err = raw
@@ -692,20 +695,7 @@ async fn metrics_health_and_readiness_over_http_and_grpc() {
     assert_eq!(sample(&m, "volsec_jobs_running"), 0.0);
     assert_eq!(sample(&m, "volsec_jobs_queued"), 0.0);
 
-    let channel = tonic::transport::Endpoint::from_static("http://volsec.agent")
-        .connect_with_connector(tower::service_fn({
-            let socket = agent.socket();
-            move |_: tonic::transport::Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = agent.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {

@@ -20,7 +20,14 @@ fn a_small_run_measures_every_scenario_and_writes_json_and_plot() {
             "--sizes",
             "600,1200",
         ])
-        .args(["--repetitions", "2", "--threads", "1,2", "--scratch"])
+        .args([
+            "--repetitions",
+            "2",
+            "--threads",
+            "1,2",
+            "--with-chgrp",
+            "--scratch",
+        ])
         .arg(fs.path())
         .arg("--json")
         .arg(&json)
@@ -117,4 +124,35 @@ fn bad_arguments_are_refused_in_one_sentence() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tree size 5 inodes is out of range"));
+}
+
+#[test]
+fn chgrp_runs_only_when_asked_for() {
+    let fs = Mounted::tmpfs();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("run.json");
+    let out = volsec()
+        .args([
+            "bench", "run", "--quiet", "--shapes", "kubelet", "--sizes", "600",
+        ])
+        .args([
+            "--scenarios",
+            "ownership-all",
+            "--repetitions",
+            "1",
+            "--scratch",
+        ])
+        .arg(fs.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = Results::load(&json).unwrap();
+    let implementations: Vec<&str> = r.rows.iter().map(|r| r.implementation.as_str()).collect();
+    assert_eq!(implementations, ["volsec", "kubelet-serial"]);
 }

@@ -64,7 +64,8 @@ impl Scenario {
         }
     }
 
-    /// The baselines this scenario is measured against.
+    /// The baselines this scenario is measured against, the main one first (`chgrp -R`
+    /// only runs when asked for: see [`Config::chgrp`]).
     pub fn baselines(&self) -> &'static [Implementation] {
         use Implementation::*;
         match self {
@@ -143,6 +144,10 @@ pub struct Config {
     pub threads: Vec<usize>,
     /// Drop the page, dentry and inode caches before every timed pass (root only).
     pub cold: bool,
+    /// Also time `chgrp -R` in `ownership-all`. It is the floor of any chown pass, not what
+    /// a node runs today, and adds about a tenth to the standard suite, so it is opt-in
+    /// here (the criterion bench always has it).
+    pub chgrp: bool,
     /// The `volsec` binary for the peak-RSS pass; `None` skips RSS (warm-up in-process).
     pub volsec_exe: Option<PathBuf>,
     /// Where the trees go: an existing directory, a filesystem to create, or (`None`, `None`)
@@ -163,6 +168,7 @@ impl Default for Config {
             repetitions: 3,
             threads: vec![0],
             cold: false,
+            chgrp: false,
             volsec_exe: None,
             scratch: None,
             fs: None,
@@ -320,7 +326,8 @@ fn run_scenario(
         scenario
             .baselines()
             .iter()
-            .filter(|b| !(two_passes.is_some() && **b == Implementation::KubeletThenGoSelinux)),
+            .filter(|b| !(two_passes.is_some() && **b == Implementation::KubeletThenGoSelinux))
+            .filter(|b| config.chgrp || **b != Implementation::ChgrpR),
     );
     let mut rss = vec![None; impls.len()];
     let mut samples = vec![Vec::new(); impls.len()];

@@ -351,25 +351,25 @@ pub fn build(root: &Path, plan: &Plan, threads: usize) -> io::Result<Counts> {
     )
     .map_err(|e| io_context(root, "open", e.into()))?;
     let threads = effective(threads);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(OwnedFd, u32, u32)>(threads * 4);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(OwnedFd, Fill)>(threads * 4);
     let rx = Mutex::new(rx);
     let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let job = rx.lock().expect("queue").recv();
-                let Ok((fd, files, symlinks)) = job else {
+                let Ok((fd, part)) = job else {
                     return;
                 };
-                if let Err(e) = fill(&fd, files, symlinks) {
+                if let Err(e) = fill(&fd, &part) {
                     first_error.lock().expect("error slot").get_or_insert(e);
                 }
             });
         }
         let made = make_dirs(root_fd, plan, |fd, d| {
-            if d.files + d.symlinks > 0 {
+            for part in Fill::parts(d) {
                 let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
-                tx.send((dup, d.files, d.symlinks))
+                tx.send((dup, part))
                     .map_err(|_| io::Error::other("tree builder threads stopped"))?;
             }
             Ok(())
@@ -412,9 +412,46 @@ fn make_dirs(
     Ok(())
 }
 
-fn fill(dir: &OwnedFd, files: u32, symlinks: u32) -> io::Result<()> {
+/// A share of one directory's entries for one builder thread: a big directory (the flat
+/// shape is one directory) is filled by every thread at once.
+struct Fill {
+    /// All the files of the directory (symlinks point at them).
+    files: u32,
+    /// The files this share creates.
+    range: std::ops::Range<u32>,
+    /// Symlinks this share creates (the last share makes them all).
+    symlinks: u32,
+}
+
+impl Fill {
+    const FILES_PER_PART: u32 = 8192;
+
+    fn parts(d: &DirPlan) -> Vec<Fill> {
+        let mut parts: Vec<Fill> = (0..d.files)
+            .step_by(Fill::FILES_PER_PART as usize)
+            .map(|start| Fill {
+                files: d.files,
+                range: start..(start + Fill::FILES_PER_PART).min(d.files),
+                symlinks: 0,
+            })
+            .collect();
+        match parts.last_mut() {
+            Some(last) => last.symlinks = d.symlinks,
+            None if d.symlinks > 0 => parts.push(Fill {
+                files: 0,
+                range: 0..0,
+                symlinks: d.symlinks,
+            }),
+            None => {}
+        }
+        parts
+    }
+}
+
+fn fill(dir: &OwnedFd, part: &Fill) -> io::Result<()> {
+    let (files, symlinks) = (part.files, part.symlinks);
     let mut name = String::with_capacity(16);
-    for i in 0..files {
+    for i in part.range.clone() {
         numbered(&mut name, 'f', i);
         // One call per file: mknodat(S_IFREG) creates it empty without an open and a close.
         rustix::fs::mknodat(
