@@ -248,3 +248,44 @@ fn an_unreadable_result_is_refused_with_its_path() {
         "{err}"
     );
 }
+
+#[test]
+fn each_row_is_measured_against_the_baseline_of_its_own_scenario() {
+    let tree = |none_kubelet: f64| {
+        run_of(vec![
+            row("kubelet", "ownership-all", "volsec", &[1.0; 3]),
+            row("kubelet", "ownership-all", "kubelet-serial", &[3.0; 3]),
+            row("kubelet", "ownership-none", "volsec", &[0.3; 3]),
+            row(
+                "kubelet",
+                "ownership-none",
+                "kubelet-serial",
+                &[none_kubelet; 3],
+            ),
+            row("kubelet", "on-root-mismatch", "volsec", &[0.000_1; 3]),
+            row(
+                "kubelet",
+                "on-root-mismatch",
+                "kubelet-serial",
+                &[0.000_002; 3],
+            ),
+        ])
+    };
+    let c = compare::compare(&tree(3.0), &tree(2.0), Gate::default());
+    let none = c
+        .rows
+        .iter()
+        .find(|r| r.key.contains("ownership-none/volsec"))
+        .unwrap();
+    assert_eq!(none.unit, "x kubelet-serial");
+    assert!(
+        (none.old - 0.1).abs() < 1e-9 && (none.new - 0.15).abs() < 1e-9,
+        "{none:?}"
+    );
+    let skip = c
+        .rows
+        .iter()
+        .find(|r| r.key.contains("on-root-mismatch/volsec"))
+        .unwrap();
+    assert_eq!(skip.unit, "s", "a baseline of microseconds is no yardstick");
+}

@@ -190,6 +190,7 @@ fn main_baseline<'a>(run: &'a Results, row: &Row) -> Option<&'a Row> {
         .iter()
         .find(|b| {
             b.implementation == name
+                && b.scenario == row.scenario
                 && b.shape == row.shape
                 && b.inodes == row.inodes
                 && b.cold == row.cold
