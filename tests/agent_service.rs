@@ -728,18 +728,13 @@ fn the_client_streams_progress_and_kubelets_slow_pass_messages() {
         "200ms",
     ];
     let agent = Agent::start(fs.path(), &args);
-    let out = volsec()
-        .arg("client")
-        .arg("--socket")
-        .arg(agent.socket())
-        .args(["--output", "json", "prepare", "--fs-group", "2000"])
-        .arg(&vol)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        volsec()
+            .arg("client")
+            .arg("--socket")
+            .arg(agent.socket())
+            .args(["--output", "json", "prepare", "--fs-group", "2000"])
+            .arg(&vol),
     );
     let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -826,24 +821,19 @@ async fn plan_answers_as_volsec_plan_does_and_its_prepare_carries_it_out() {
     assert_eq!(plan.selinux_action, "none");
 
     // The same decision as the command line's, from the same inputs.
-    let out = volsec()
-        .args(["plan", "--output", "json", "--volume", "data"])
-        .arg("--pod")
-        .arg(fixture("pods/on-root-mismatch.yaml"))
-        .arg("--pv")
-        .arg(fixture("pv/rwo.yaml"))
-        .args([
-            "--selinux-defaults",
-            "system_u:object_r:container_file_t:s0",
-        ])
-        .arg("--path")
-        .arg(&vol)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        volsec()
+            .args(["plan", "--output", "json", "--volume", "data"])
+            .arg("--pod")
+            .arg(fixture("pods/on-root-mismatch.yaml"))
+            .arg("--pv")
+            .arg(fixture("pv/rwo.yaml"))
+            .args([
+                "--selinux-defaults",
+                "system_u:object_r:container_file_t:s0",
+            ])
+            .arg("--path")
+            .arg(&vol),
     );
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rpc: serde_json::Value = serde_json::from_str(&plan.plan_json).unwrap();

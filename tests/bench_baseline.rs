@@ -24,15 +24,10 @@ fn kubelet_baseline_reaches_the_same_state_as_volsec() {
     let count = baseline::kubelet_ownership(&a, own, ChangePolicy::Always).unwrap();
     assert_eq!(count.visited, 2_000);
     assert_eq!(count.written, 2_000, "kubelet writes every entry");
-    let out = volsec()
-        .args(["apply", "--fs-group", "3000", "--quiet"])
-        .arg(&b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        volsec()
+            .args(["apply", "--fs-group", "3000", "--quiet"])
+            .arg(&b),
     );
 
     let pa = all_paths(&a);

@@ -131,26 +131,21 @@ fn chgrp_runs_only_when_asked_for() {
     let fs = Mounted::tmpfs();
     let out_dir = tempfile::tempdir().unwrap();
     let json = out_dir.path().join("run.json");
-    let out = volsec()
-        .args([
-            "bench", "run", "--quiet", "--shapes", "kubelet", "--sizes", "600",
-        ])
-        .args([
-            "--scenarios",
-            "ownership-all",
-            "--repetitions",
-            "1",
-            "--scratch",
-        ])
-        .arg(fs.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        volsec()
+            .args([
+                "bench", "run", "--quiet", "--shapes", "kubelet", "--sizes", "600",
+            ])
+            .args([
+                "--scenarios",
+                "ownership-all",
+                "--repetitions",
+                "1",
+                "--scratch",
+            ])
+            .arg(fs.path())
+            .arg("--json")
+            .arg(&json),
     );
     let r = Results::load(&json).unwrap();
     let implementations: Vec<&str> = r.rows.iter().map(|r| r.implementation.as_str()).collect();

@@ -33,6 +33,19 @@ pub fn run_with_timeout(mut cmd: Command) -> Output {
     }
 }
 
+/// Runs `cmd` to the end and fails the test, with the command and its stderr, unless it
+/// succeeded.
+pub fn succeeds(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn the command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The command `volsec apply --fs-group 2000 --output json EXTRA... PATH`, not yet started.
 pub fn apply_json_command(path: &Path, extra: &[&str]) -> Command {
     let mut cmd = volsec();
