@@ -151,3 +151,37 @@ fn chgrp_runs_only_when_asked_for() {
     let implementations: Vec<&str> = r.rows.iter().map(|r| r.implementation.as_str()).collect();
     assert_eq!(implementations, ["volsec", "kubelet-serial"]);
 }
+
+#[test]
+fn a_fresh_xfs_image_is_made_on_request() {
+    require_root();
+    assert!(
+        std::process::Command::new("mkfs.xfs")
+            .arg("-V")
+            .output()
+            .is_ok(),
+        "mkfs.xfs is missing: install xfsprogs (.ci/run does) to test `--fs xfs`"
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("run.json");
+    succeeds(
+        volsec()
+            .args([
+                "bench", "run", "--quiet", "--fs", "xfs", "--shapes", "kubelet",
+            ])
+            .args(["--sizes", "600", "--scenarios", "ownership-all,relabel-all"])
+            .args(["--repetitions", "1", "--json"])
+            .arg(&json),
+    );
+    let r = Results::load(&json).unwrap();
+    assert!(
+        r.machine.filesystem.starts_with("xfs (loop-mounted image"),
+        "{}",
+        r.machine.filesystem
+    );
+    assert!(r
+        .rows
+        .iter()
+        .filter(|row| row.is_volsec())
+        .all(|row| row.changed == Some(row.inodes)));
+}
