@@ -151,7 +151,8 @@ fn compare_row(old_run: &Results, o: &Row, new_run: &Results, n: &Row, gate: &Ga
     let gated = o.is_volsec() && gate.statistic.of(&o.samples_s) >= gate.noise_floor_s;
     let relative = match gate.basis {
         Basis::Relative if o.is_volsec() => {
-            main_baseline(old_run, o).zip(main_baseline(new_run, n))
+            let floor = gate.noise_floor_s;
+            main_baseline(old_run, o, floor).zip(main_baseline(new_run, n, floor))
         }
         _ => None,
     };
@@ -179,9 +180,9 @@ fn compare_row(old_run: &Results, o: &Row, new_run: &Results, n: &Row, gate: &Ga
     }
 }
 
-/// The row of `row`'s scenario's main baseline on the same tree, when it takes long enough
-/// to compare against (kubelet's OnRootMismatch test is one `lstat`).
-fn main_baseline<'a>(run: &'a Results, row: &Row) -> Option<&'a Row> {
+/// The row of `row`'s scenario's main baseline on the same tree, when it takes longer than
+/// the noise floor (kubelet's OnRootMismatch test is one `lstat`: no yardstick).
+fn main_baseline<'a>(run: &'a Results, row: &Row, noise_floor_s: f64) -> Option<&'a Row> {
     let scenario = Scenario::ALL
         .into_iter()
         .find(|s| s.as_str() == row.scenario)?;
@@ -195,7 +196,7 @@ fn main_baseline<'a>(run: &'a Results, row: &Row) -> Option<&'a Row> {
                 && b.inodes == row.inodes
                 && b.cold == row.cold
         })
-        .filter(|b| b.median_s >= Gate::default().noise_floor_s)
+        .filter(|b| b.median_s >= noise_floor_s)
 }
 
 /// volsec's time as a fraction of the baseline's, repetition by repetition when both have
