@@ -166,8 +166,10 @@ impl CanonicalCompare {
                 .and_then(|s| Context::parse(s).ok())
                 .map(|c| c.to_string());
             self.differs = canonical.as_deref() != Some(wanted);
-            self.current = current.to_vec();
-            self.wanted = wanted.to_string();
+            self.current.clear();
+            self.current.extend_from_slice(current);
+            self.wanted.clear();
+            self.wanted.push_str(wanted);
         }
         self.differs
     }
