@@ -167,6 +167,18 @@ fn sample_or_zero(metrics: &str, name_and_labels: &str) -> f64 {
 }
 
 /// A volume of `dirs` directories of `files` files each.
+/// Agent flags that make a walk slow enough to be caught in the middle: one thread, and
+/// progress every 50 ms.
+const ONE_SLOW_WALKER: [&str; 4] = ["--threads", "1", "--progress-interval", "50ms"];
+
+/// `big` under `fs`: 50,101 inodes, a walk that [`ONE_SLOW_WALKER`] takes long enough to
+/// interrupt.
+fn big_volume(fs: &Mounted) -> PathBuf {
+    let vol = fs.path().join("big");
+    make_volume(&vol, 100, 500);
+    vol
+}
+
 fn make_volume(root: &Path, dirs: usize, files: usize) {
     mkdir(root, 0o755);
     for d in 0..dirs {
@@ -377,12 +389,8 @@ async fn concurrent_calls_join_queue_and_walk_each_volume_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_walk_leaves_the_root_and_the_next_call_redoes_it() {
     let fs = Mounted::tmpfs();
-    let vol = fs.path().join("big");
-    make_volume(&vol, 100, 500);
-    let agent = Agent::start(
-        fs.path(),
-        &["--threads", "1", "--progress-interval", "50ms"],
-    );
+    let vol = big_volume(&fs);
+    let agent = Agent::start(fs.path(), &ONE_SLOW_WALKER);
     let mut client = agent.client().await;
     let before = gid_mode(&vol);
 
@@ -451,17 +459,9 @@ async fn cancel_mid_walk_leaves_the_root_and_the_next_call_redoes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_walk_exits_0_with_the_root_unchanged_and_the_next_agent_redoes_it() {
     let fs = Mounted::tmpfs();
-    let vol = fs.path().join("big");
-    make_volume(&vol, 100, 500);
+    let vol = big_volume(&fs);
     let before = gid_mode(&vol);
-    let args = [
-        "--threads",
-        "1",
-        "--progress-interval",
-        "50ms",
-        "--shutdown-grace",
-        "0s",
-    ];
+    let args = [&ONE_SLOW_WALKER[..], &["--shutdown-grace", "0s"]].concat();
     let mut agent = Agent::start(fs.path(), &args);
     let mut client = agent.client().await;
     let req = fs_group(&vol, 2000, proto::ChangePolicy::OnRootMismatch);
@@ -872,12 +872,8 @@ async fn plan_answers_as_volsec_plan_does_and_its_prepare_carries_it_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_queued_behind_a_cancelled_one_still_waits_for_the_running_one() {
     let fs = Mounted::tmpfs();
-    let vol = fs.path().join("big");
-    make_volume(&vol, 100, 500);
-    let agent = Agent::start(
-        fs.path(),
-        &["--threads", "1", "--progress-interval", "50ms"],
-    );
+    let vol = big_volume(&fs);
+    let agent = Agent::start(fs.path(), &ONE_SLOW_WALKER);
     let mut client = agent.client().await;
     let (running, first) = walk_started(
         &mut client,
