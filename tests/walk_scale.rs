@@ -472,3 +472,94 @@ fn a_hundred_thousand_subdirectories_in_one_directory() {
         run.max_rss >> 20
     );
 }
+
+/// A directory too big for one slice (`src/walk/inode_order.rs`) is read in several passes,
+/// each over the next range of inode numbers. 100,000 names of 250 bytes take about 26 MiB
+/// as a slice would hold them, twice the 12 MiB a slice may: at least two passes, with
+/// every kind of entry in them. Each name must be visited exactly once (a shared inode's
+/// many names: changed through the first, found right through the others), subdirectories
+/// entered once, and the symlinks changed themselves, never followed.
+fn a_huge_directory_is_changed_in_passes_over_inode_ranges(fs: Fs) {
+    const N: usize = 100_000;
+    let _turn = big_tree_turn();
+    let mounted = fs.mount(2048);
+    let vol = mounted.subdir("vol");
+    let huge = vol.join("huge");
+    mkdir(&huge, 0o755);
+    let outside = mounted.path().join("outside");
+    write_file(&outside, 0o644);
+    write_file(&huge.join("shared"), 0o644);
+    let dir = open_dir(rustix::fs::CWD, huge.to_str().unwrap());
+    let kind_of = |i: usize| i % 25;
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (dir, outside) = (&dir, &outside);
+            s.spawn(move || {
+                for i in (t..N).step_by(4) {
+                    let name = format!("{i:x>250}");
+                    let made = match kind_of(i) {
+                        0 => rustix::fs::mkdirat(dir, name.as_str(), Mode::from_raw_mode(0o755))
+                            .map(|()| create_entries(&[open_dir(dir, &name)], 1, false)),
+                        1 => rustix::fs::symlinkat(outside.as_path(), dir, name.as_str()),
+                        2 => {
+                            rustix::fs::linkat(dir, "shared", dir, name.as_str(), AtFlags::empty())
+                        }
+                        _ => rustix::fs::mknodat(
+                            dir,
+                            name.as_str(),
+                            rustix::fs::FileType::RegularFile,
+                            Mode::from_raw_mode(0o644),
+                            0,
+                        ),
+                    };
+                    made.unwrap_or_else(|e| panic!("create {i}: {e}"));
+                }
+            });
+        }
+    });
+    let (subdirs, links) = (N / 25, N / 25);
+
+    let run = apply(&vol, None, Duration::from_secs(300));
+
+    assert_eq!(run.code, 0, "{}", summary(&run.report));
+    // Every name in `huge` (and `shared`), a file in each subdirectory, `huge`, the root.
+    let names = (N + 1 + subdirs + 2) as u64;
+    assert_eq!(
+        count(&run.report, "visited"),
+        names,
+        "{}",
+        summary(&run.report)
+    );
+    assert_eq!(
+        count(&run.report, "changed"),
+        names - links as u64,
+        "the shared file changes once, through one of its {} names: {}",
+        links + 1,
+        summary(&run.report)
+    );
+    for i in [0, 1, 2, 3, 4, 25, 49_999, 99_999] {
+        let path = huge.join(format!("{i:x>250}"));
+        let gid = std::os::unix::fs::MetadataExt::gid(&std::fs::symlink_metadata(&path).unwrap());
+        assert_eq!(gid, FS_GROUP, "entry {i} (kind {})", kind_of(i));
+        if kind_of(i) == 0 {
+            assert_eq!(
+                gid_mode(&path.join("f0")),
+                (FS_GROUP, 0o664),
+                "in subdirectory {i}"
+            );
+        }
+    }
+    assert_eq!(gid_mode(&huge.join("shared")), (FS_GROUP, 0o664));
+    assert_eq!(
+        gid_mode(&outside),
+        (0, 0o644),
+        "a symlink was followed out of the volume"
+    );
+    eprintln!(
+        "{N} long names in one directory ({fs:?}): pass {:?}, max RSS {} KiB",
+        run.elapsed,
+        run.max_rss >> 10
+    );
+}
+
+on_tmpfs_and_ext4!(a_huge_directory_is_changed_in_passes_over_inode_ranges);

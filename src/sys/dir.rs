@@ -60,6 +60,13 @@ impl DirReader {
         Ok(self.len > 0)
     }
 
+    /// Goes back to the start of `dir`, to read it again.
+    pub fn rewind(&mut self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        self.len = 0;
+        rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(0))?;
+        Ok(())
+    }
+
     /// Whether the last batch left room for more: a filesystem returns a short batch at the
     /// end of a directory, so a reader can skip asking again for small directories.
     pub fn was_short(&self) -> bool {

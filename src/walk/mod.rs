@@ -12,11 +12,14 @@
 //! The unit of work is one `getdents64` buffer of one directory (up to 1 MiB, about 30,000
 //! entries), whose files are changed in inode order.
 //! Directories waiting to be read sit on one shared LIFO stack; a worker takes the top
-//! directory, reads a buffer, puts the directory back if it has more (so another worker can
-//! read the next buffer of the same huge directory at the same time), pushes the
-//! subdirectories it found, and handles the files itself. LIFO keeps the walk close to
-//! depth-first, so what is held at any time is bounded by threads x (one buffer + depth),
-//! not by the size of the tree; no thread recurses, so depth cannot overflow a stack.
+//! directory, reads a buffer, pushes the subdirectories it found, and handles the files
+//! itself. LIFO keeps the walk close to depth-first, so what is held at any time is bounded
+//! by threads x (one buffer + depth), not by the size of the tree; no thread recurses, so
+//! depth cannot overflow a stack. A directory bigger than one buffer is read in passes over
+//! ranges of inode numbers, each pass's slice shared out in pieces
+//! (`inode_order.rs`), one such directory at a time (at most two 12 MiB slices); another one
+//! found meanwhile goes back on the stack after each buffer, so another worker can read the
+//! next buffer of it at the same time.
 //!
 //! # Order, and why the root is last
 //! kubelet changes each directory after its children (post-order). Only the root's place in
@@ -32,6 +35,7 @@
 //! By default the walk stays on the root's mount: an entry whose mount id differs is a nested
 //! mount point, reported and skipped with everything under it.
 
+mod inode_order;
 mod node;
 mod progress;
 mod queue;

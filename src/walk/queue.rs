@@ -1,6 +1,7 @@
 //! The shared LIFO of directories waiting to be opened or read, with the end-of-walk test:
 //! the walk is over when the stack is empty and every worker is waiting on it.
 
+use super::inode_order::{HugeDir, Slice};
 use super::node::Dir;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +11,19 @@ pub(super) enum Task<'r> {
     /// A subdirectory found by name, not yet opened: queued directories hold no descriptor
     /// of their own, only a share of their parent's.
     Open { parent: Arc<Dir<'r>>, name: CString },
-    /// An open directory with entries left to read.
-    Read(Arc<Dir<'r>>),
+    /// An open directory, not read yet.
+    List(Arc<Dir<'r>>),
+    /// An open directory some buffers of which have been read, with entries left to read.
+    ReadOn(Arc<Dir<'r>>),
+    /// A huge directory to read again, for the entries with inode numbers from `from` on,
+    /// then to help finish visiting the slice before.
+    Pass {
+        huge: Arc<HugeDir<'r>>,
+        from: u64,
+        previous: Arc<Slice<'r>>,
+    },
+    /// A slice of a huge directory, to take pieces of.
+    Visit(Arc<Slice<'r>>),
 }
 
 struct State<'r> {
@@ -37,6 +49,11 @@ impl<'r> Queue<'r> {
             ready: Condvar::new(),
             workers,
         }
+    }
+
+    /// How many workers share the queue.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     pub fn push(&self, task: Task<'r>) {

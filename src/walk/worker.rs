@@ -1,6 +1,7 @@
 //! What each worker thread does with a task: open a directory and change it, read a buffer
 //! of it, hand the subdirectories to the queue, and visit the other entries itself.
 
+use super::inode_order::{Allowance, Gather, HugeDir, Slice};
 use super::node::{Dir, PathNode};
 use super::queue::{Queue, Task};
 use super::{Entry, EntryPath, Failure, Outcome, Progress, Root, Visitor, WalkOptions};
@@ -13,17 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// How much of a directory one worker reads (`getdents64`) before it works on the entries:
-/// about 30,000 entries with short names.
-///
-/// The entries of a batch are changed in inode order. A directory lists its entries in hash
-/// order (ext4's htree, xfs's btree), which scatters them over the inode table: every chown
-/// or chmod dirties the inode table block of its inode, and in hash order each block is
-/// dirtied again and again, in journal transaction after transaction, until checkpoints
-/// throttle the whole pass. In inode order, a block's 16 inodes are changed one after the
-/// other. Measured on a 200,000-entry directory (ext4, 2 threads): 2.1 s with 16 KiB batches
-/// in directory order, 1.1 s with 1 MiB batches in inode order (`chgrp -R`, which sorts the
-/// same way, 1.5 s). A bigger batch stops paying (fewer batches to share between threads);
-/// this one is held once per thread, so memory stays threads x 1 MiB whatever the tree.
+/// about 30,000 entries with short names. The entries of a buffer are changed in inode
+/// order (see [`inode_order`](super::inode_order) for why, and for directories that do not
+/// fit in one buffer). Each thread holds one buffer, so memory stays threads x 1 MiB
+/// whatever the tree.
 const BATCH_BYTES: usize = 1 << 20;
 
 struct Walk<'a, 'r> {
@@ -34,6 +28,7 @@ struct Walk<'a, 'r> {
     progress: &'a Progress,
     cancel: &'a AtomicBool,
     queue: Queue<'r>,
+    huge: Allowance,
 }
 
 pub(super) fn run(
@@ -52,7 +47,8 @@ pub(super) fn run(
         visitor,
         progress,
         cancel,
-        queue: Queue::new(threads, Task::Read(Dir::root(root.fd()))),
+        queue: Queue::new(threads, Task::List(Dir::root(root.fd()))),
+        huge: Allowance::default(),
     };
     std::thread::scope(|s| {
         for i in 0..threads {
@@ -77,13 +73,20 @@ impl<'r> Walk<'_, 'r> {
         let mut reader = DirReader::with_capacity(BATCH_BYTES);
         while let Some(task) = self.queue.pop(self.cancel) {
             match task {
-                Task::Read(dir) => self.read(dir, &mut reader),
+                Task::List(dir) => self.read(dir, &mut reader, true),
+                Task::ReadOn(dir) => self.read(dir, &mut reader, false),
                 Task::Open { parent, name } => {
                     if let Some(dir) = self.open(&parent, name) {
                         drop(parent); // its descriptor may close now
-                        self.read(dir, &mut reader);
+                        self.read(dir, &mut reader, true);
                     }
                 }
+                Task::Pass {
+                    huge,
+                    from,
+                    previous,
+                } => self.pass(huge, Gather::new(from), &mut reader, Some(previous)),
+                Task::Visit(slice) => self.visit(&slice, &mut reader),
             }
         }
     }
@@ -127,9 +130,11 @@ impl<'r> Walk<'_, 'r> {
         Some(Dir::opened(path, fd))
     }
 
-    /// Reads `dir` a buffer at a time. A full buffer means there may be more: the directory
-    /// goes back on the queue first, so another worker can read on while this one works.
-    fn read(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader) {
+    /// Reads `dir` a buffer at a time. A full first buffer means a huge directory: it is
+    /// read in inode order if no other huge directory is ([`super::inode_order`]).
+    /// Otherwise a full buffer goes back on the queue first, so another worker can read on
+    /// while this one works.
+    fn read(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader, mut first: bool) {
         loop {
             match reader.fill(dir.fd()) {
                 Ok(true) => {}
@@ -138,25 +143,101 @@ impl<'r> Walk<'_, 'r> {
             }
             if reader.was_short() {
                 self.batch(&dir, reader);
+                first = false;
                 continue;
             }
-            self.queue.push(Task::Read(dir.clone()));
+            if first {
+                if let Some(huge) = self.huge.take(&dir) {
+                    return self.pass(huge, Gather::new(0), reader, None);
+                }
+            }
+            self.queue.push(Task::ReadOn(dir.clone()));
             return self.batch(&dir, reader);
         }
+    }
+
+    /// One read of a huge directory, keeping the entries of the next range of inode
+    /// numbers. The first pass starts with the buffer already read; the others read from
+    /// the start again, while other workers visit the previous slice, and help finish it
+    /// before handing out their own.
+    fn pass(
+        &self,
+        huge: Arc<HugeDir<'r>>,
+        mut gather: Gather,
+        reader: &mut DirReader,
+        previous: Option<Arc<Slice<'r>>>,
+    ) {
+        if !self.gather(&huge.dir, &mut gather, reader) {
+            return;
+        }
+        if let Some(previous) = previous {
+            self.visit(&previous, reader);
+        }
+        let (slice, next) = gather.finish(huge.clone());
+        let slice = Arc::new(slice);
+        let holders = (0..self.queue.workers()).map(|_| Task::Visit(slice.clone()));
+        self.queue.push_all(holders);
+        if let Some(from) = next {
+            self.queue.push(Task::Pass {
+                huge,
+                from,
+                previous: slice,
+            });
+        }
+    }
+
+    /// Reads the whole directory into `gather`. `false` if the read failed (reported) or
+    /// the walk was cancelled.
+    fn gather(&self, dir: &Arc<Dir<'r>>, gather: &mut Gather, reader: &mut DirReader) -> bool {
+        let mut filled = gather.is_first();
+        if !filled {
+            if let Err(e) = reader.rewind(dir.fd()) {
+                self.fail(dir, None, "lseek", &e);
+                return false;
+            }
+        }
+        loop {
+            if filled {
+                for e in reader.entries() {
+                    gather.offer(e.ino, e.name, e.kind);
+                }
+            }
+            if self.cancelled() {
+                return false;
+            }
+            filled = match reader.fill(dir.fd()) {
+                Ok(filled) => filled,
+                Err(e) => {
+                    self.fail(dir, None, "getdents", &e);
+                    return false;
+                }
+            };
+            if !filled {
+                return true;
+            }
+        }
+    }
+
+    /// Visits pieces of a huge directory's slice until none is left. A subdirectory is
+    /// opened and read there and then (its own subdirectories go to the queue): queued, the
+    /// subdirectories of a directory of millions would each hold a task at once.
+    fn visit(&self, slice: &Slice<'r>, reader: &mut DirReader) {
+        let dir = &slice.huge.dir;
+        slice.visit_pieces(|name, kind| {
+            if kind != EntryType::Dir {
+                self.other(dir, name, kind, true);
+            } else if let Some(subdir) = self.open(dir, name.to_owned()) {
+                self.read(subdir, reader, true);
+            }
+            !self.cancelled()
+        });
     }
 
     /// Handles one buffer of entries: subdirectories go to the queue first, so idle workers
     /// get them at once; everything else is visited here, in inode order (see
     /// [`BATCH_BYTES`]).
     fn batch(&self, dir: &Arc<Dir<'r>>, reader: &DirReader) {
-        let subdirs = reader
-            .entries()
-            .filter(|e| e.kind == EntryType::Dir)
-            .map(|e| Task::Open {
-                parent: dir.clone(),
-                name: e.name.to_owned(),
-            });
-        self.queue.push_all(subdirs);
+        self.queue.push_all(subdirs(dir, reader));
         let mut others: Vec<_> = reader
             .entries()
             .filter(|e| e.kind != EntryType::Dir)
@@ -227,4 +308,18 @@ impl<'r> Walk<'_, 'r> {
         let path = dir.path.path_of(self.root_path, name);
         self.progress.fail(Failure::new(path, op, err));
     }
+}
+
+/// The subdirectories in the reader's buffer, as tasks to open them.
+fn subdirs<'b, 'r>(
+    dir: &'b Arc<Dir<'r>>,
+    reader: &'b DirReader,
+) -> impl Iterator<Item = Task<'r>> + 'b {
+    reader
+        .entries()
+        .filter(|e| e.kind == EntryType::Dir)
+        .map(|e| Task::Open {
+            parent: dir.clone(),
+            name: e.name.to_owned(),
+        })
 }
