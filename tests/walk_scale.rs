@@ -473,12 +473,20 @@ fn a_hundred_thousand_subdirectories_in_one_directory() {
     );
 }
 
+/// A file `f0` and a directory `g` holding a file `f0`, in `dir`.
+fn grandchild(dir: &OwnedFd) {
+    create_entries(std::slice::from_ref(dir), 1, false);
+    rustix::fs::mkdirat(dir, "g", Mode::from_raw_mode(0o755)).expect("mkdir g");
+    create_entries(&[open_dir(dir, "g")], 1, false);
+}
+
 /// A directory too big for one slice (`src/walk/inode_order.rs`) is read in several passes,
 /// each over the next range of inode numbers. 100,000 names of 250 bytes take about 26 MiB
 /// as a slice would hold them, twice the 12 MiB a slice may: at least two passes, with
 /// every kind of entry in them. Each name must be visited exactly once (a shared inode's
 /// many names: changed through the first, found right through the others), subdirectories
-/// entered once, and the symlinks changed themselves, never followed.
+/// entered once, and the symlinks changed themselves, never followed; and once more on a
+/// second pass, which finds nothing to change and reads the directory a buffer at a time.
 fn a_huge_directory_is_changed_in_passes_over_inode_ranges(fs: Fs) {
     const N: usize = 100_000;
     let _turn = big_tree_turn();
@@ -499,7 +507,7 @@ fn a_huge_directory_is_changed_in_passes_over_inode_ranges(fs: Fs) {
                     let name = format!("{i:x>250}");
                     let made = match kind_of(i) {
                         0 => rustix::fs::mkdirat(dir, name.as_str(), Mode::from_raw_mode(0o755))
-                            .map(|()| create_entries(&[open_dir(dir, &name)], 1, false)),
+                            .map(|()| grandchild(&open_dir(dir, &name))),
                         1 => rustix::fs::symlinkat(outside.as_path(), dir, name.as_str()),
                         2 => {
                             rustix::fs::linkat(dir, "shared", dir, name.as_str(), AtFlags::empty())
@@ -519,11 +527,14 @@ fn a_huge_directory_is_changed_in_passes_over_inode_ranges(fs: Fs) {
     });
     let (subdirs, links) = (N / 25, N / 25);
 
-    let run = apply(&vol, None, Duration::from_secs(300));
+    // 256 descriptors for 4,000 subdirectories, each with one of its own: the walk of a
+    // slice's subdirectories must hold a descriptor for each of them at once.
+    let run = apply(&vol, Some(256), Duration::from_secs(300));
 
     assert_eq!(run.code, 0, "{}", summary(&run.report));
-    // Every name in `huge` (and `shared`), a file in each subdirectory, `huge`, the root.
-    let names = (N + 1 + subdirs + 2) as u64;
+    // Every name in `huge` (and `shared`), three more in each subdirectory, `huge`, the
+    // root.
+    let names = (N + 1 + 3 * subdirs + 2) as u64;
     assert_eq!(
         count(&run.report, "visited"),
         names,
@@ -543,7 +554,7 @@ fn a_huge_directory_is_changed_in_passes_over_inode_ranges(fs: Fs) {
         assert_eq!(gid, FS_GROUP, "entry {i} (kind {})", kind_of(i));
         if kind_of(i) == 0 {
             assert_eq!(
-                gid_mode(&path.join("f0")),
+                gid_mode(&path.join("g").join("f0")),
                 (FS_GROUP, 0o664),
                 "in subdirectory {i}"
             );
@@ -555,10 +566,30 @@ fn a_huge_directory_is_changed_in_passes_over_inode_ranges(fs: Fs) {
         (0, 0o644),
         "a symlink was followed out of the volume"
     );
+
+    // Again, with nothing left to change: the probed entries say so, and the rest is read
+    // a buffer at a time, once. Every name is still visited exactly once.
+    let again = apply(&vol, Some(256), Duration::from_secs(300));
+    assert_eq!(again.code, 0, "{}", summary(&again.report));
+    assert_eq!(
+        count(&again.report, "visited"),
+        names,
+        "{}",
+        summary(&again.report)
+    );
+    assert_eq!(
+        count(&again.report, "changed"),
+        0,
+        "{}",
+        summary(&again.report)
+    );
     eprintln!(
-        "{N} long names in one directory ({fs:?}): pass {:?}, max RSS {} KiB",
+        "{N} long names in one directory ({fs:?}): pass {:?} (max RSS {} KiB), again {:?} \
+         (max RSS {} KiB)",
         run.elapsed,
-        run.max_rss >> 10
+        run.max_rss >> 10,
+        again.elapsed,
+        again.max_rss >> 10
     );
 }
 

@@ -23,6 +23,9 @@ pub enum EntryType {
 pub struct DirEntry<'a> {
     /// `d_ino`: the order in which the inodes lie on disk.
     pub ino: u64,
+    /// `d_off`: where the directory's listing goes on after this entry, for
+    /// [`DirReader::seek`].
+    pub off: u64,
     pub name: &'a CStr,
     pub kind: EntryType,
 }
@@ -60,10 +63,11 @@ impl DirReader {
         Ok(self.len > 0)
     }
 
-    /// Goes back to the start of `dir`, to read it again.
-    pub fn rewind(&mut self, dir: BorrowedFd<'_>) -> io::Result<()> {
+    /// Goes back to a place in the listing of `dir` an entry's `off` named, to read on
+    /// from there (`seekdir`).
+    pub fn seek(&mut self, dir: BorrowedFd<'_>, off: u64) -> io::Result<()> {
         self.len = 0;
-        rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(0))?;
+        rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(off))?;
         Ok(())
     }
 
@@ -83,6 +87,7 @@ impl DirReader {
             }
             // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
             let ino = u64::from_ne_bytes(buf[off..off + 8].try_into().expect("8 bytes"));
+            let next = u64::from_ne_bytes(buf[off + 8..off + 16].try_into().expect("8 bytes"));
             let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
             let d_type = buf[off + 18];
             let name = CStr::from_bytes_until_nul(&buf[off + 19..off + reclen]).ok()?;
@@ -96,7 +101,12 @@ impl DirReader {
                 libc::DT_UNKNOWN => EntryType::Unknown,
                 _ => EntryType::Other,
             };
-            return Some(DirEntry { ino, name, kind });
+            return Some(DirEntry {
+                ino,
+                off: next,
+                name,
+                kind,
+            });
         })
     }
 }

@@ -12,51 +12,95 @@
 //! is simply sorted by the worker that read it. A bigger one would be sorted only a buffer
 //! at a time, each buffer a random sample of the whole, so every block would still be
 //! dirtied once per buffer. Measured on one directory of 1,000,000 files (ext4, 2 threads):
-//! 9.4-10.6 s sorted a buffer at a time, 5.4-6.4 s sorted whole; `chgrp -R`, 10.7-12.0 s.
+//! 10.0-11.7 s sorted a buffer at a time, 5.2-6.2 s in inode order; `chgrp -R`, 9.5-12.0 s.
 //!
 //! # How, in bounded memory
 //! Sorting a directory of millions of names whole would take tens of MiB. Instead the huge
 //! directory is read as many times as it takes; each read (a *pass*) keeps the entries
-//! whose inode numbers fall in the next range, at most [`SLICE_BYTES`] of them, narrowing
-//! the range as it fills (about the highest quarter is let go, to a later pass). The kept
-//! entries (a [`Slice`]) are sorted, and every worker may take pieces of it. The next pass
-//! starts at once, beside them: the worker that reads it then helps finish the previous
-//! slice before it hands out its own, so a huge directory holds at most two slices, one
-//! being visited and one being gathered. One huge directory at a time is read this way
-//! (the [`Allowance`]); another one found meanwhile is read a buffer at a time, as before,
-//! so memory stays bounded whatever the tree. Reading a directory again costs about
-//! 0.4 us an entry, a tenth of one chown.
+//! whose [`Key`]s (inode number, then place in the listing) fall in the next range, at most
+//! [`SLICE_BYTES`] of them, narrowing the range as it fills (about the highest quarter is
+//! let go, to a later pass). The kept entries (a [`Slice`]) are sorted and visited a piece
+//! at a time by whichever workers are free, while the next pass reads. A pass that ends
+//! before the slice before it is done waits, gathered, for the worker that finishes that
+//! slice to hand it out ([`HugeDir`]): a huge directory holds two slices at most, one being
+//! visited and one being gathered, and they reuse the same buffers pass after pass. One
+//! huge directory at a time is read this way (the [`Allowance`]); another one found
+//! meanwhile is read a buffer at a time, so memory stays bounded whatever the tree.
 //!
-//! Subdirectories are slice entries like the others, queued to be opened as their piece is
-//! visited. Entries that appear while the passes run may be missed, as they may by any walk
-//! that has already read past them.
+//! Reading a directory again costs about 0.4 us an entry, a tenth of one chown, but every
+//! pass reads all of it: the number of passes grows with the directory, and their cost
+//! with its square. So a directory that would take more than [`MAX_PASSES`] is read in
+//! passes no further than the first slice; the rest is read a buffer at a time.
+//!
+//! Passes only pay when most entries are written: with nothing to change, each entry costs
+//! one `statx`, and reading the directory again and again would cost more than the order
+//! saves. So the first [`PROBE`] entries of the listing are visited first, as a buffer's
+//! are, and only if at least half of them needed a change is the rest read in passes
+//! (which then start after them, from their `d_off`); otherwise it is read a buffer at a
+//! time. A volume whose group or label is being changed is changed everywhere; one that
+//! is already right, nowhere.
+//!
+//! Subdirectories in a piece are queued to be opened once the piece is visited, above the
+//! slice, so they are walked before its next piece, depth first, as a buffer's are.
+//! Entries that appear while the passes run may be missed, as they may by any walk that
+//! has already read past them.
 
 use super::node::Dir;
-use crate::sys::EntryType;
+use crate::sys::{DirEntry, EntryType};
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-/// The most a slice of a huge directory holds: about 430,000 entries with short names.
-/// A 1,000,000-entry directory takes three reads.
+/// How many entries of a huge directory are visited to decide whether to read the rest
+/// in passes. Their writes, in listing order, cost a few hundred journal blocks.
+pub(super) const PROBE: usize = 256;
+
+/// The most a slice of a huge directory holds: about 340,000 entries with short names.
+/// A 1,000,000-entry directory takes four reads.
 pub(super) const SLICE_BYTES: usize = 12 << 20;
+
+/// The most passes a huge directory is read in (see the module documentation).
+pub(super) const MAX_PASSES: usize = 8;
 
 /// How many entries of a slice one task visits: small enough that the last piece of a
 /// slice does not keep the other workers waiting, large enough to cost nothing to queue.
 const PIECE: usize = 4096;
+
+/// Where an entry sorts in a huge directory: by inode number, then by its place in the
+/// listing, so that the many names of one inode (hard links, of which tmpfs and xfs allow
+/// millions) can still be cut between two slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Key {
+    ino: u64,
+    off: u64,
+}
+
+impl Key {
+    pub const FIRST: Key = Key { ino: 0, off: 0 };
+
+    pub fn of(entry: &DirEntry<'_>) -> Key {
+        Key {
+            ino: entry.ino,
+            off: entry.off,
+        }
+    }
+}
 
 /// The right to read one huge directory in inode order; a walk has one.
 #[derive(Clone, Default)]
 pub(super) struct Allowance(Arc<AtomicBool>);
 
 impl Allowance {
-    /// Takes the allowance for `dir`, if no other huge directory holds it. It is given
-    /// back when the last pass and slice of `dir` are done.
-    pub fn take<'r>(&self, dir: &Arc<Dir<'r>>) -> Option<Arc<HugeDir<'r>>> {
+    /// Takes the allowance for `dir`, whose passes start at `resume` (a `d_off`), if no
+    /// other huge directory holds it. It is given back when the last pass and slice of
+    /// `dir` are done.
+    pub fn take<'r>(&self, dir: &Arc<Dir<'r>>, resume: u64) -> Option<Arc<HugeDir<'r>>> {
         let taken = self.0.swap(true, Ordering::AcqRel);
         (!taken).then(|| {
             Arc::new(HugeDir {
                 dir: dir.clone(),
+                resume,
+                handoff: Mutex::default(),
                 allowance: self.clone(),
             })
         })
@@ -66,7 +110,71 @@ impl Allowance {
 /// A directory being read in inode order, shared by its pending pass and its slices.
 pub(super) struct HugeDir<'r> {
     pub dir: Arc<Dir<'r>>,
+    /// Where each pass after the first starts reading: past the probed entries.
+    pub resume: u64,
+    handoff: Mutex<Handoff>,
     allowance: Allowance,
+}
+
+/// Between the passes and the slices of a huge directory.
+#[derive(Default)]
+struct Handoff {
+    /// A slice is out, not yet done.
+    visiting: bool,
+    /// A gathered slice waiting for it, and where the pass after it starts.
+    waiting: Option<(Entries, Option<Key>)>,
+    /// The buffers of the last slice done, emptied, for the next pass to gather into.
+    spare: Option<Entries>,
+}
+
+impl<'r> HugeDir<'r> {
+    fn handoff(&self) -> MutexGuard<'_, Handoff> {
+        self.handoff.lock().expect("handoff lock")
+    }
+
+    /// Hands out a gathered slice now if no slice is out, or else when the slice that is
+    /// out is done. Returns what to queue: the slice (if it has entries) and the next pass.
+    pub fn deliver(self: &Arc<Self>, gathered: Gathered) -> Vec<Delivery<'r>> {
+        let mut handoff = self.handoff();
+        if handoff.visiting {
+            handoff.waiting = Some((gathered.entries, gathered.next));
+            return Vec::new();
+        }
+        self.hand_out(&mut handoff, gathered.entries, gathered.next)
+    }
+
+    fn hand_out(
+        self: &Arc<Self>,
+        handoff: &mut Handoff,
+        entries: Entries,
+        next: Option<Key>,
+    ) -> Vec<Delivery<'r>> {
+        let mut out = Vec::new();
+        if entries.slots.is_empty() {
+            handoff.spare = Some(entries);
+        } else {
+            handoff.visiting = true;
+            out.push(Delivery::Slice(Arc::new(Slice::new(self.clone(), entries))));
+        }
+        if let Some(from) = next {
+            out.push(Delivery::Pass(self.clone(), from));
+        }
+        out
+    }
+
+    /// The slice that was out is done: its buffers become the spare, and the slice waiting
+    /// for it, if any, is handed out.
+    fn slice_done(self: &Arc<Self>, mut entries: Entries) -> Vec<Delivery<'r>> {
+        entries.slots.clear();
+        entries.names.clear();
+        let mut handoff = self.handoff();
+        handoff.visiting = false;
+        handoff.spare = Some(entries);
+        match handoff.waiting.take() {
+            Some((entries, next)) => self.hand_out(&mut handoff, entries, next),
+            None => Vec::new(),
+        }
+    }
 }
 
 impl Drop for HugeDir<'_> {
@@ -75,82 +183,105 @@ impl Drop for HugeDir<'_> {
     }
 }
 
-/// One kept entry: its inode number, where its name starts in the slice's names, its type.
+/// What a huge directory asks the walker to queue.
+pub(super) enum Delivery<'r> {
+    /// A slice to visit, a piece at a time.
+    Slice(Arc<Slice<'r>>),
+    /// A pass to read the entries from this key on.
+    Pass(Arc<HugeDir<'r>>, Key),
+}
+
+/// One kept entry: its key, where its name starts in the slice's names, its type.
 #[derive(Clone, Copy)]
 struct Slot {
-    ino: u64,
+    key: Key,
     name: u32,
     kind: EntryType,
 }
 
-/// The entries of one range of inode numbers, gathered over one read of a huge directory.
-pub(super) struct Gather {
-    from: u64,
-    /// The end of the range (exclusive); `u64::MAX` until the gather first fills up.
-    below: u64,
-    budget: usize,
+/// The buffers of a slice.
+#[derive(Default)]
+struct Entries {
     slots: Vec<Slot>,
     /// The kept names, each with its NUL.
     names: Vec<u8>,
 }
 
+/// A pass's gathered entries, sorted, and where the next pass starts, if one is needed.
+pub(super) struct Gathered {
+    entries: Entries,
+    next: Option<Key>,
+}
+
+/// The entries of one range of keys, gathered over one read of a huge directory.
+pub(super) struct Gather {
+    from: Key,
+    /// The end of the range (exclusive); none until the gather first fills up.
+    below: Option<Key>,
+    budget: usize,
+    entries: Entries,
+    /// How many entries were offered, in the range or not.
+    offered: usize,
+}
+
 impl Gather {
-    /// A gather of the entries with inode numbers from `from` on.
-    pub fn new(from: u64) -> Gather {
-        Gather::with_budget(from, SLICE_BYTES)
+    /// A gather of the entries of `huge` from `from` on, in the buffers of the last slice
+    /// done if there is one.
+    pub fn new(huge: &HugeDir<'_>, from: Key) -> Gather {
+        let entries = huge.handoff().spare.take().unwrap_or_default();
+        Gather {
+            entries,
+            ..Gather::with_budget(from, SLICE_BYTES)
+        }
     }
 
-    fn with_budget(from: u64, budget: usize) -> Gather {
+    fn with_budget(from: Key, budget: usize) -> Gather {
         Gather {
             from,
-            below: u64::MAX,
+            below: None,
             budget,
-            slots: Vec::new(),
-            names: Vec::new(),
+            entries: Entries::default(),
+            offered: 0,
         }
     }
 
-    /// Whether this is the first pass over the directory (the one that starts with a
-    /// buffer already read).
-    pub fn is_first(&self) -> bool {
-        self.from == 0
-    }
-
-    /// Keeps the entry if its inode number is in the range; narrows the range when full.
-    pub fn offer(&mut self, ino: u64, name: &CStr, kind: EntryType) {
-        if ino < self.from || ino >= self.below {
+    /// Keeps the entry if its key is in the range; narrows the range when full.
+    pub fn offer(&mut self, key: Key, name: &CStr, kind: EntryType) {
+        self.offered += 1;
+        if key < self.from || self.below.is_some_and(|below| key >= below) {
             return;
         }
-        let at = u32::try_from(self.names.len()).expect("a slice holds less than 4 GiB");
-        self.slots.push(Slot {
-            ino,
+        let names = &mut self.entries.names;
+        let at = u32::try_from(names.len()).expect("a slice holds less than 4 GiB");
+        self.entries.slots.push(Slot {
+            key,
             name: at,
             kind,
         });
-        self.names.extend_from_slice(name.to_bytes_with_nul());
+        names.extend_from_slice(name.to_bytes_with_nul());
         if self.bytes() > self.budget {
             self.narrow();
         }
     }
 
     fn bytes(&self) -> usize {
-        self.slots.len() * size_of::<Slot>() + self.names.len()
+        self.entries.slots.len() * size_of::<Slot>() + self.entries.names.len()
     }
 
-    /// Lets about the highest quarter go to a later pass. The cut falls between two inode
-    /// numbers, so the names of one inode (hard links) stay in one slice; a slice of one
-    /// inode's names only cannot be cut, and is let grow (ext4 allows 65,000 links).
+    /// Lets about the highest quarter go to a later pass.
     fn narrow(&mut self) {
+        // Keys are unique (no two names of a directory share a place in its listing), so
+        // there is always a cut above the lowest one when more than one entry is kept.
         let Some(cut) = self.cut() else {
-            self.budget = self.bytes() * 2;
             return;
         };
-        self.below = cut;
+        self.below = Some(cut);
         // The slots are in the order their names were added, so each kept name moves down
         // over the names let go, in place: a copy would hold both at once.
-        let (names, mut end) = (&mut self.names, 0);
-        self.slots.retain_mut(|slot| {
-            if slot.ino >= cut {
+        let Entries { slots, names } = &mut self.entries;
+        let mut end = 0;
+        slots.retain_mut(|slot| {
+            if slot.key >= cut {
                 return false;
             }
             let start = slot.name as usize;
@@ -163,79 +294,111 @@ impl Gather {
         names.truncate(end);
     }
 
-    /// An inode number about three quarters of the way up the kept ones (from a sample of
-    /// a thousand: this runs each time the slice fills up), and above the lowest.
-    fn cut(&self) -> Option<u64> {
-        let inos = || self.slots.iter().map(|s| s.ino);
-        let lowest = inos().min()?;
-        let mut sample: Vec<u64> = inos().step_by((self.slots.len() / 1024).max(1)).collect();
+    /// A key about three quarters of the way up the kept ones (from a sample of a
+    /// thousand: this runs each time the slice fills up), and above the lowest.
+    fn cut(&self) -> Option<Key> {
+        let keys = || self.entries.slots.iter().map(|s| s.key);
+        let lowest = keys().min()?;
+        let step = (self.entries.slots.len() / 1024).max(1);
+        let mut sample: Vec<Key> = keys().step_by(step).collect();
         sample.sort_unstable();
         let upper = &sample[sample.len() * 3 / 4..];
         upper
             .iter()
             .copied()
-            .find(|&ino| ino > lowest)
-            .or_else(|| inos().filter(|&ino| ino > lowest).min())
+            .find(|&key| key > lowest)
+            .or_else(|| keys().filter(|&key| key > lowest).min())
     }
 
-    /// The slice, sorted by inode number, and where the next pass starts, if one is needed.
-    pub fn finish<'r>(mut self, huge: Arc<HugeDir<'r>>) -> (Slice<'r>, Option<u64>) {
-        self.slots.sort_unstable_by_key(|s| s.ino);
-        let next = (self.below != u64::MAX).then_some(self.below);
-        let slice = Slice {
-            huge,
-            pieces: self.slots.len().div_ceil(PIECE),
-            entries: RwLock::new(Entries {
-                slots: self.slots,
-                names: self.names,
-            }),
-            taken: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
-        };
-        (slice, next)
+    /// Whether reading the rest of the directory would take more than [`MAX_PASSES`], as
+    /// the first pass sees it: it read every entry, and kept a slice's worth.
+    pub fn too_many_passes(&self) -> bool {
+        self.below.is_some() && self.offered > self.entries.slots.len() * MAX_PASSES
+    }
+
+    /// The sorted slice, and where the next pass starts.
+    pub fn finish(mut self) -> Gathered {
+        self.entries.slots.sort_unstable_by_key(|s| s.key);
+        Gathered {
+            entries: self.entries,
+            next: self.below,
+        }
     }
 }
 
-/// The sorted entries of one inode range of a huge directory, taken a piece at a time by
-/// whichever workers hold it.
+impl Gathered {
+    /// Where the next pass would start; none if this slice ends the directory.
+    pub fn next(&self) -> Option<Key> {
+        self.next
+    }
+
+    /// This slice, and no pass after it: the rest is left to another way of reading.
+    pub fn last(mut self) -> Gathered {
+        self.next = None;
+        self
+    }
+}
+
+/// The sorted entries of one range of a huge directory, visited a piece at a time.
 pub(super) struct Slice<'r> {
     pub huge: Arc<HugeDir<'r>>,
-    /// Emptied as soon as the last piece is done: a worker that finds nothing left to take
-    /// may still hold the slice for a while, and must not hold its memory.
+    /// Handed back to the directory as soon as the last piece is done.
     entries: RwLock<Entries>,
     pieces: usize,
     taken: AtomicUsize,
     done: AtomicUsize,
 }
 
-#[derive(Default)]
-struct Entries {
-    slots: Vec<Slot>,
-    names: Vec<u8>,
-}
-
-impl Slice<'_> {
-    /// Takes pieces until none is left, calling `visit` on each entry (name and type) in
-    /// inode order; `visit` returns `false` to stop.
-    pub fn visit_pieces(&self, mut visit: impl FnMut(&CStr, EntryType) -> bool) {
-        loop {
-            let piece = self.taken.fetch_add(1, Ordering::Relaxed);
-            if piece >= self.pieces {
-                return;
-            }
-            let entries = self.entries.read().expect("slice lock");
-            let end = ((piece + 1) * PIECE).min(entries.slots.len());
-            for slot in &entries.slots[piece * PIECE..end] {
-                if !visit(name_at(&entries.names, slot.name), slot.kind) {
-                    return;
-                }
-            }
-            drop(entries);
-            if self.done.fetch_add(1, Ordering::AcqRel) + 1 == self.pieces {
-                *self.entries.write().expect("slice lock") = Entries::default();
-            }
+impl<'r> Slice<'r> {
+    fn new(huge: Arc<HugeDir<'r>>, entries: Entries) -> Slice<'r> {
+        Slice {
+            huge,
+            pieces: entries.slots.len().div_ceil(PIECE),
+            entries: RwLock::new(entries),
+            taken: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
         }
     }
+
+    /// Takes the next piece: `None` if every piece has been taken, else whether pieces
+    /// remain after it.
+    pub fn take_piece(&self) -> Option<Piece> {
+        let index = self.taken.fetch_add(1, Ordering::Relaxed);
+        (index < self.pieces).then_some(Piece {
+            index,
+            more: index + 1 < self.pieces,
+        })
+    }
+
+    /// Calls `visit` on each entry of `piece` (name and type) in key order, while it
+    /// returns `true`; then marks the piece done. Returns what the directory asks to queue
+    /// when that was the slice's last piece.
+    pub fn visit_piece(
+        &self,
+        piece: &Piece,
+        mut visit: impl FnMut(&CStr, EntryType) -> bool,
+    ) -> Vec<Delivery<'r>> {
+        let entries = self.entries.read().expect("slice lock");
+        let end = ((piece.index + 1) * PIECE).min(entries.slots.len());
+        for slot in &entries.slots[piece.index * PIECE..end] {
+            if !visit(name_at(&entries.names, slot.name), slot.kind) {
+                break;
+            }
+        }
+        drop(entries);
+        if self.done.fetch_add(1, Ordering::AcqRel) + 1 < self.pieces {
+            return Vec::new();
+        }
+        let entries = std::mem::take(&mut *self.entries.write().expect("slice lock"));
+        self.huge.slice_done(entries)
+    }
+}
+
+/// A piece of a slice taken by a worker.
+pub(super) struct Piece {
+    index: usize,
+    /// Whether pieces remain to be taken after this one.
+    pub more: bool,
 }
 
 fn name_at(names: &[u8], at: u32) -> &CStr {
@@ -250,32 +413,57 @@ mod tests {
     fn huge() -> Arc<HugeDir<'static>> {
         // SAFETY: the descriptor is never used: these tests only gather and sort.
         let fd = unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) };
-        Allowance::default().take(&Dir::root(fd)).unwrap()
+        Allowance::default().take(&Dir::root(fd), 0).unwrap()
     }
 
+    fn key(ino: u64, off: u64) -> Key {
+        Key { ino, off }
+    }
+
+    /// Offers entries named after their inode number, each at its own place in the listing.
     fn offer_all(gather: &mut Gather, inos: impl IntoIterator<Item = u64>) {
-        for ino in inos {
+        for (off, ino) in inos.into_iter().enumerate() {
             let name = std::ffi::CString::new(format!("n{ino}")).unwrap();
-            gather.offer(ino, &name, EntryType::Other);
+            gather.offer(key(ino, off as u64), &name, EntryType::Other);
         }
     }
 
-    fn kept(slice: &Slice<'_>) -> Vec<String> {
+    /// Hands the gathered slice out and visits it all, a piece at a time.
+    fn visit_all(gathered: Gathered) -> (Vec<String>, Vec<Delivery<'static>>) {
+        let huge = huge();
+        let mut out = huge.deliver(gathered);
         let mut names = Vec::new();
-        slice.visit_pieces(|name, _| {
-            names.push(name.to_str().unwrap().to_owned());
-            true
-        });
-        names
+        let mut after = Vec::new();
+        while let Some(delivery) = out.pop() {
+            match delivery {
+                Delivery::Slice(slice) => {
+                    while let Some(piece) = slice.take_piece() {
+                        out.extend(slice.visit_piece(&piece, |name, _| {
+                            names.push(name.to_str().unwrap().to_owned());
+                            true
+                        }));
+                    }
+                }
+                pass => after.push(pass),
+            }
+        }
+        (names, after)
+    }
+
+    fn next_pass(after: &[Delivery<'_>]) -> Option<Key> {
+        after.iter().find_map(|d| match d {
+            Delivery::Pass(_, from) => Some(*from),
+            Delivery::Slice(_) => None,
+        })
     }
 
     #[test]
     fn a_directory_within_the_budget_is_one_sorted_slice() {
-        let mut gather = Gather::with_budget(0, 1 << 20);
+        let mut gather = Gather::with_budget(Key::FIRST, 1 << 20);
         offer_all(&mut gather, [30, 10, 20]);
-        let (slice, next) = gather.finish(huge());
-        assert_eq!(kept(&slice), ["n10", "n20", "n30"]);
-        assert_eq!(next, None);
+        let (names, after) = visit_all(gather.finish());
+        assert_eq!(names, ["n10", "n20", "n30"]);
+        assert!(after.is_empty());
     }
 
     #[test]
@@ -283,15 +471,15 @@ mod tests {
         // A hash-ordered listing: the inode numbers 1..=1000, shuffled.
         let listing: Vec<u64> = (1..=1000u64).map(|i| (i * 617) % 1000 + 1).collect();
         let budget = 100 * (size_of::<Slot>() + 6);
-        let (mut from, mut seen, mut passes) = (0, Vec::new(), 0);
+        let (mut from, mut seen, mut passes) = (Key::FIRST, Vec::new(), 0);
         loop {
             let mut gather = Gather::with_budget(from, budget);
             offer_all(&mut gather, listing.iter().copied());
             assert!(gather.bytes() <= budget);
-            let (slice, next) = gather.finish(huge());
-            seen.extend(kept(&slice));
+            let (names, after) = visit_all(gather.finish());
+            seen.extend(names);
             passes += 1;
-            match next {
+            match next_pass(&after) {
                 Some(cut) => from = cut,
                 None => break,
             }
@@ -302,21 +490,44 @@ mod tests {
     }
 
     #[test]
-    fn hard_links_stay_in_one_slice() {
-        let mut gather = Gather::with_budget(0, 6 * (size_of::<Slot>() + 3));
-        offer_all(&mut gather, [5, 5, 5, 5, 9, 9, 9, 9]);
-        let (slice, next) = gather.finish(huge());
-        assert_eq!(kept(&slice), ["n5", "n5", "n5", "n5"]);
-        assert_eq!(next, Some(9));
+    fn the_names_of_one_inode_are_cut_by_their_place_in_the_listing() {
+        // 1,000 hard links to one inode: the budget still holds.
+        let budget = 100 * (size_of::<Slot>() + 3);
+        let mut gather = Gather::with_budget(Key::FIRST, budget);
+        offer_all(&mut gather, [7; 1000]);
+        assert!(gather.bytes() <= budget);
+        assert!(gather.too_many_passes());
+        let (names, after) = visit_all(gather.finish());
+        assert!((50..=100).contains(&names.len()), "{} kept", names.len());
+        let cut = next_pass(&after).unwrap();
+        assert_eq!((cut.ino, cut.off), (7, names.len() as u64));
     }
 
     #[test]
-    fn one_inode_with_more_names_than_the_budget_is_not_cut() {
-        let mut gather = Gather::with_budget(0, 2 * (size_of::<Slot>() + 3));
-        offer_all(&mut gather, [7; 5]);
-        let (slice, next) = gather.finish(huge());
-        assert_eq!(kept(&slice).len(), 5);
-        assert_eq!(next, None);
+    fn a_slice_waits_for_the_one_out_before_it() {
+        let huge = huge();
+        let mut first = Gather::with_budget(Key::FIRST, 1 << 20);
+        offer_all(&mut first, 0..(PIECE as u64 + 1));
+        let mut out = huge.deliver(first.finish());
+        let Some(Delivery::Slice(slice)) = out.pop() else {
+            panic!("the first slice is handed out at once");
+        };
+        let one = slice.take_piece().unwrap();
+        assert!(one.more);
+        let two = slice.take_piece().unwrap();
+        assert!(!two.more);
+        assert!(slice.take_piece().is_none());
+
+        let mut second = Gather::with_budget(key(1 << 20, 0), 1 << 20);
+        offer_all(&mut second, [1 << 21]);
+        assert!(huge.deliver(second.finish()).is_empty(), "it waits");
+        assert!(slice.visit_piece(&one, |_, _| true).is_empty());
+        let out = slice.visit_piece(&two, |_, _| true);
+        assert!(matches!(out.as_slice(), [Delivery::Slice(_)]), "handed out");
+        assert!(
+            huge.handoff().spare.is_some(),
+            "the first slice's buffers are kept"
+        );
     }
 
     #[test]
@@ -324,30 +535,9 @@ mod tests {
         let allowance = Allowance::default();
         // SAFETY: as above, never used.
         let dir = Dir::root(unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) });
-        let first = allowance.take(&dir).unwrap();
-        assert!(allowance.take(&dir).is_none());
+        let first = allowance.take(&dir, 0).unwrap();
+        assert!(allowance.take(&dir, 0).is_none());
         drop(first);
-        assert!(allowance.take(&dir).is_some());
-    }
-
-    #[test]
-    fn pieces_cover_the_slice_once_and_free_it_when_done() {
-        let mut gather = Gather::with_budget(0, usize::MAX);
-        offer_all(&mut gather, 0..(PIECE as u64 * 2 + 5));
-        let (slice, _) = gather.finish(huge());
-        let slice = Arc::new(slice);
-        let mut seen = Vec::new();
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..3).map(|_| s.spawn(|| kept(&slice))).collect();
-            for w in workers {
-                seen.extend(w.join().unwrap());
-            }
-        });
-        seen.sort();
-        let mut expected: Vec<String> = (0..PIECE * 2 + 5).map(|i| format!("n{i}")).collect();
-        expected.sort();
-        assert_eq!(seen, expected);
-        assert!(slice.entries.read().unwrap().slots.is_empty());
-        assert_eq!(kept(&slice), Vec::<String>::new());
+        assert!(allowance.take(&dir, 0).is_some());
     }
 }

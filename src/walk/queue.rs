@@ -1,7 +1,7 @@
 //! The shared LIFO of directories waiting to be opened or read, with the end-of-walk test:
 //! the walk is over when the stack is empty and every worker is waiting on it.
 
-use super::inode_order::{HugeDir, Slice};
+use super::inode_order::{HugeDir, Key, Slice};
 use super::node::Dir;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,16 +13,15 @@ pub(super) enum Task<'r> {
     Open { parent: Arc<Dir<'r>>, name: CString },
     /// An open directory, not read yet.
     List(Arc<Dir<'r>>),
-    /// An open directory some buffers of which have been read, with entries left to read.
-    ReadOn(Arc<Dir<'r>>),
-    /// A huge directory to read again, for the entries with inode numbers from `from` on,
-    /// then to help finish visiting the slice before.
-    Pass {
-        huge: Arc<HugeDir<'r>>,
-        from: u64,
-        previous: Arc<Slice<'r>>,
+    /// An open directory some buffers of which have been read, with entries left to read;
+    /// with `from`, only the entries of a huge directory from that key on are left.
+    ReadOn {
+        dir: Arc<Dir<'r>>,
+        from: Option<Key>,
     },
-    /// A slice of a huge directory, to take pieces of.
+    /// A huge directory to read again, for the entries from `from` on.
+    Pass { huge: Arc<HugeDir<'r>>, from: Key },
+    /// A slice of a huge directory with pieces left to take.
     Visit(Arc<Slice<'r>>),
 }
 
@@ -49,11 +48,6 @@ impl<'r> Queue<'r> {
             ready: Condvar::new(),
             workers,
         }
-    }
-
-    /// How many workers share the queue.
-    pub fn workers(&self) -> usize {
-        self.workers
     }
 
     pub fn push(&self, task: Task<'r>) {

@@ -1,11 +1,11 @@
 //! What each worker thread does with a task: open a directory and change it, read a buffer
 //! of it, hand the subdirectories to the queue, and visit the other entries itself.
 
-use super::inode_order::{Allowance, Gather, HugeDir, Slice};
+use super::inode_order::{Allowance, Delivery, Gather, HugeDir, Key, Slice, PROBE};
 use super::node::{Dir, PathNode};
 use super::queue::{Queue, Task};
-use super::{Entry, EntryPath, Failure, Outcome, Progress, Root, Visitor, WalkOptions};
-use crate::sys::{self, DirReader, EntryType, Stat};
+use super::{Entry, EntryPath, Failure, Outcome, Progress, Root, Visited, Visitor, WalkOptions};
+use crate::sys::{self, DirEntry, DirReader, EntryType, Stat};
 use rustix::fd::AsFd;
 use std::ffi::{CStr, CString};
 use std::io;
@@ -73,20 +73,19 @@ impl<'r> Walk<'_, 'r> {
         let mut reader = DirReader::with_capacity(BATCH_BYTES);
         while let Some(task) = self.queue.pop(self.cancel) {
             match task {
-                Task::List(dir) => self.read(dir, &mut reader, true),
-                Task::ReadOn(dir) => self.read(dir, &mut reader, false),
+                Task::List(dir) => self.read(dir, &mut reader, true, None),
+                Task::ReadOn { dir, from } => self.read(dir, &mut reader, false, from),
                 Task::Open { parent, name } => {
                     if let Some(dir) = self.open(&parent, name) {
                         drop(parent); // its descriptor may close now
-                        self.read(dir, &mut reader, true);
+                        self.read(dir, &mut reader, true, None);
                     }
                 }
-                Task::Pass {
-                    huge,
-                    from,
-                    previous,
-                } => self.pass(huge, Gather::new(from), &mut reader, Some(previous)),
-                Task::Visit(slice) => self.visit(&slice, &mut reader),
+                Task::Pass { huge, from } => {
+                    let gather = Gather::new(&huge, from);
+                    self.pass(huge, gather, &mut reader, false);
+                }
+                Task::Visit(slice) => self.visit(slice),
             }
         }
     }
@@ -130,11 +129,12 @@ impl<'r> Walk<'_, 'r> {
         Some(Dir::opened(path, fd))
     }
 
-    /// Reads `dir` a buffer at a time. A full first buffer means a huge directory: it is
-    /// read in inode order if no other huge directory is ([`super::inode_order`]).
+    /// Reads `dir` a buffer at a time (with `from`, only the entries of a huge directory
+    /// from that key on). A full first buffer means a huge directory ([`Walk::huge`]).
     /// Otherwise a full buffer goes back on the queue first, so another worker can read on
     /// while this one works.
-    fn read(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader, mut first: bool) {
+    fn read(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader, mut first: bool, from: Option<Key>) {
+        let left = |e: &DirEntry<'_>| from.is_none_or(|from| Key::of(e) >= from);
         loop {
             match reader.fill(dir.fd()) {
                 Ok(true) => {}
@@ -142,132 +142,205 @@ impl<'r> Walk<'_, 'r> {
                 Err(e) => return self.fail(&dir, None, "getdents", &e),
             }
             if reader.was_short() {
-                self.batch(&dir, reader);
+                self.batch(&dir, reader.entries().filter(left));
                 first = false;
                 continue;
             }
             if first {
-                if let Some(huge) = self.huge.take(&dir) {
-                    return self.pass(huge, Gather::new(0), reader, None);
-                }
+                return self.huge(dir, reader);
             }
-            self.queue.push(Task::ReadOn(dir.clone()));
-            return self.batch(&dir, reader);
+            self.queue.push(Task::ReadOn {
+                dir: dir.clone(),
+                from,
+            });
+            self.batch(&dir, reader.entries().filter(left));
+            return;
         }
     }
 
-    /// One read of a huge directory, keeping the entries of the next range of inode
-    /// numbers. The first pass starts with the buffer already read; the others read from
-    /// the start again, while other workers visit the previous slice, and help finish it
-    /// before handing out their own.
+    /// The first buffer of a directory bigger than one: its first [`PROBE`] entries are
+    /// visited as a buffer's are; if at least half of them needed a change, the rest is
+    /// read in passes over ranges of keys (if no other huge directory is), and otherwise a
+    /// buffer at a time.
+    fn huge(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader) {
+        let resume = reader.entries().nth(PROBE - 1).map(|e| e.off);
+        let probe = self.batch(&dir, reader.entries().take(PROBE));
+        let huge = resume
+            .filter(|_| probe.mostly_changed())
+            .and_then(|resume| self.huge.take(&dir, resume));
+        match huge {
+            Some(huge) => {
+                let gather = Gather::new(&huge, Key::FIRST);
+                self.pass(huge, gather, reader, true);
+            }
+            None => {
+                self.queue.push(Task::ReadOn {
+                    dir: dir.clone(),
+                    from: None,
+                });
+                self.batch(&dir, reader.entries().skip(PROBE));
+            }
+        }
+    }
+
+    /// One read of a huge directory, keeping the entries of the next range of keys, then
+    /// handed to the directory to give out when the slice before it is done. When the
+    /// first pass finds the directory would take too many, the rest after its slice is
+    /// read a buffer at a time instead.
     fn pass(
         &self,
         huge: Arc<HugeDir<'r>>,
         mut gather: Gather,
         reader: &mut DirReader,
-        previous: Option<Arc<Slice<'r>>>,
+        first: bool,
     ) {
-        if !self.gather(&huge.dir, &mut gather, reader) {
+        if !self.gather(&huge, &mut gather, reader, first) {
             return;
         }
-        if let Some(previous) = previous {
-            self.visit(&previous, reader);
-        }
-        let (slice, next) = gather.finish(huge.clone());
-        let slice = Arc::new(slice);
-        let holders = (0..self.queue.workers()).map(|_| Task::Visit(slice.clone()));
-        self.queue.push_all(holders);
-        if let Some(from) = next {
-            self.queue.push(Task::Pass {
-                huge,
-                from,
-                previous: slice,
-            });
-        }
-    }
-
-    /// Reads the whole directory into `gather`. `false` if the read failed (reported) or
-    /// the walk was cancelled.
-    fn gather(&self, dir: &Arc<Dir<'r>>, gather: &mut Gather, reader: &mut DirReader) -> bool {
-        let mut filled = gather.is_first();
-        if !filled {
-            if let Err(e) = reader.rewind(dir.fd()) {
-                self.fail(dir, None, "lseek", &e);
-                return false;
-            }
-        }
-        loop {
-            if filled {
-                for e in reader.entries() {
-                    gather.offer(e.ino, e.name, e.kind);
+        let in_buffers = first && gather.too_many_passes();
+        let mut gathered = gather.finish();
+        if in_buffers {
+            if let Some(from) = gathered.next() {
+                match reader.seek(huge.dir.fd(), huge.resume) {
+                    Ok(()) => self.queue.push(Task::ReadOn {
+                        dir: huge.dir.clone(),
+                        from: Some(from),
+                    }),
+                    Err(e) => self.fail(&huge.dir, None, "lseek", &e),
                 }
             }
+            gathered = gathered.last();
+        }
+        self.deliver(huge.deliver(gathered));
+    }
+
+    /// Reads the rest of the directory into `gather`: from the buffer in hand on the first
+    /// pass, from past the probed entries on the others. `false` if the read failed
+    /// (reported) or the walk was cancelled.
+    fn gather(
+        &self,
+        huge: &HugeDir<'r>,
+        gather: &mut Gather,
+        reader: &mut DirReader,
+        first: bool,
+    ) -> bool {
+        let dir = &huge.dir;
+        if first {
+            for e in reader.entries().skip(PROBE) {
+                gather.offer(Key::of(&e), e.name, e.kind);
+            }
+        } else if let Err(e) = reader.seek(dir.fd(), huge.resume) {
+            self.fail(dir, None, "lseek", &e);
+            return false;
+        }
+        loop {
             if self.cancelled() {
                 return false;
             }
-            filled = match reader.fill(dir.fd()) {
-                Ok(filled) => filled,
+            match reader.fill(dir.fd()) {
+                Ok(true) => {}
+                Ok(false) => return true,
                 Err(e) => {
                     self.fail(dir, None, "getdents", &e);
                     return false;
                 }
-            };
-            if !filled {
-                return true;
+            }
+            for e in reader.entries() {
+                gather.offer(Key::of(&e), e.name, e.kind);
             }
         }
     }
 
-    /// Visits pieces of a huge directory's slice until none is left. A subdirectory is
-    /// opened and read there and then (its own subdirectories go to the queue): queued, the
-    /// subdirectories of a directory of millions would each hold a task at once.
-    fn visit(&self, slice: &Slice<'r>, reader: &mut DirReader) {
+    /// Queues what a huge directory hands out: the next pass goes on top, so a free worker
+    /// starts reading it while the others visit the slice.
+    fn deliver(&self, out: Vec<Delivery<'r>>) {
+        for delivery in out {
+            self.queue.push(match delivery {
+                Delivery::Slice(slice) => Task::Visit(slice),
+                Delivery::Pass(huge, from) => Task::Pass { huge, from },
+            });
+        }
+    }
+
+    /// Visits one piece of a huge directory's slice, putting the slice back first if it has
+    /// more, so other workers take the next pieces. The piece's subdirectories are queued
+    /// above it, to be walked before its next piece, as a buffer's are.
+    fn visit(&self, slice: Arc<Slice<'r>>) {
+        let Some(piece) = slice.take_piece() else {
+            return;
+        };
+        if piece.more {
+            self.queue.push(Task::Visit(slice.clone()));
+        }
         let dir = &slice.huge.dir;
-        slice.visit_pieces(|name, kind| {
-            if kind != EntryType::Dir {
-                self.other(dir, name, kind, true);
-            } else if let Some(subdir) = self.open(dir, name.to_owned()) {
-                self.read(subdir, reader, true);
+        let mut subdirs = Vec::new();
+        let out = slice.visit_piece(&piece, |name, kind| {
+            match kind {
+                EntryType::Dir => subdirs.push(Task::Open {
+                    parent: dir.clone(),
+                    name: name.to_owned(),
+                }),
+                _ => {
+                    self.other(dir, name, kind, true);
+                }
             }
             !self.cancelled()
         });
+        self.queue.push_all(subdirs);
+        self.deliver(out);
     }
 
-    /// Handles one buffer of entries: subdirectories go to the queue first, so idle workers
-    /// get them at once; everything else is visited here, in inode order (see
-    /// [`BATCH_BYTES`]).
-    fn batch(&self, dir: &Arc<Dir<'r>>, reader: &DirReader) {
-        self.queue.push_all(subdirs(dir, reader));
-        let mut others: Vec<_> = reader
-            .entries()
-            .filter(|e| e.kind != EntryType::Dir)
-            .collect();
+    /// Handles a buffer's entries (or some of them): subdirectories go to the queue first,
+    /// so idle workers get them at once; everything else is visited here, in inode order
+    /// (see [`super::inode_order`]).
+    fn batch<'b>(&self, dir: &Arc<Dir<'r>>, entries: impl Iterator<Item = DirEntry<'b>>) -> Count {
+        let mut others = Vec::new();
+        let mut subdirs = Vec::new();
+        for e in entries {
+            match e.kind {
+                EntryType::Dir => subdirs.push(Task::Open {
+                    parent: dir.clone(),
+                    name: e.name.to_owned(),
+                }),
+                _ => others.push(e),
+            }
+        }
+        self.queue.push_all(subdirs);
         others.sort_unstable_by_key(|e| e.ino);
+        let mut count = Count::default();
         for entry in others {
             if self.cancelled() {
-                return;
+                break;
             }
-            self.other(dir, entry.name, entry.kind, true);
+            count.visited += 1;
+            count.changed += usize::from(self.other(dir, entry.name, entry.kind, true));
         }
+        count
     }
 
     /// Visits an entry that is not (or, for `d_type` unknown, may not be) a directory.
-    fn other(&self, dir: &Arc<Dir<'r>>, name: &CStr, kind: EntryType, may_open: bool) {
+    /// Whether it changed something.
+    fn other(&self, dir: &Arc<Dir<'r>>, name: &CStr, kind: EntryType, may_open: bool) -> bool {
         let stat = if kind == EntryType::Unknown || self.visitor.needs_stat() {
             match sys::stat_at(dir.fd(), name) {
                 Ok(stat) => Some(stat),
-                Err(e) => return self.fail(dir, Some(name), "stat", &e),
+                Err(e) => {
+                    self.fail(dir, Some(name), "stat", &e);
+                    return false;
+                }
             }
         } else {
             None
         };
         if stat.is_some_and(|s| s.is_dir()) {
-            return self.reopen(dir, name, may_open);
+            self.reopen(dir, name, may_open);
+            return false;
         }
         self.progress.visit();
         if stat.is_some_and(|s| !self.on_root_mount(&s)) {
             let path = dir.path.path_of(self.root_path, Some(name));
-            return self.progress.skip_mount(path);
+            self.progress.skip_mount(path);
+            return false;
         }
         let message_path = || dir.path.path_of(self.root_path, Some(name));
         self.apply(&Entry {
@@ -276,7 +349,7 @@ impl<'r> Walk<'_, 'r> {
             stat: stat.as_ref(),
             fd: None,
             path: EntryPath::Lazy(&message_path),
-        });
+        })
     }
 
     /// A directory where `d_type` did not say so (unknown, or swapped in since the listing)
@@ -293,10 +366,17 @@ impl<'r> Walk<'_, 'r> {
         });
     }
 
-    fn apply(&self, entry: &Entry<'_>) {
+    /// Has the visitor visit the entry. Whether it changed something.
+    fn apply(&self, entry: &Entry<'_>) -> bool {
         match self.visitor.visit(entry) {
-            Ok(visited) => self.progress.record(visited),
-            Err(e) => self.progress.fail(Failure::new(entry.path(), e.op, &e.err)),
+            Ok(visited) => {
+                self.progress.record(visited);
+                visited == Visited::Changed
+            }
+            Err(e) => {
+                self.progress.fail(Failure::new(entry.path(), e.op, &e.err));
+                false
+            }
         }
     }
 
@@ -310,16 +390,17 @@ impl<'r> Walk<'_, 'r> {
     }
 }
 
-/// The subdirectories in the reader's buffer, as tasks to open them.
-fn subdirs<'b, 'r>(
-    dir: &'b Arc<Dir<'r>>,
-    reader: &'b DirReader,
-) -> impl Iterator<Item = Task<'r>> + 'b {
-    reader
-        .entries()
-        .filter(|e| e.kind == EntryType::Dir)
-        .map(|e| Task::Open {
-            parent: dir.clone(),
-            name: e.name.to_owned(),
-        })
+/// What a batch did: how many entries it visited (not counting subdirectories), how many
+/// of them it changed.
+#[derive(Default)]
+struct Count {
+    visited: usize,
+    changed: usize,
+}
+
+impl Count {
+    /// Whether at least half of the entries visited were changed.
+    fn mostly_changed(&self) -> bool {
+        self.visited > 0 && self.changed * 2 >= self.visited
+    }
 }
