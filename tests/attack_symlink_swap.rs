@@ -424,3 +424,42 @@ fn parent_of_the_root_swapped_for_a_symlink_is_refused() {
     assert_outside_untouched("parent swapped during passes", &outside_before);
     eprintln!("{refused} of {ROUNDS} passes refused");
 }
+
+#[test]
+fn swaps_inside_a_huge_directory_read_in_inode_order() {
+    // A directory bigger than one read buffer, whose entries all need a change, takes the
+    // slice route (src/walk/inode_order.rs): its entries are read first and changed later,
+    // in inode order, a piece at a time. The window between reading a name and using it is
+    // longer there; the swaps must still find nothing but the volume.
+    let sc = scene();
+    let big = sc.vol.join("big");
+    mkdir(&big, 0o755);
+    for i in 0..40_000 {
+        write_file(&big.join(format!("file-{i:05}")), 0o644);
+    }
+    build_victim(&big.join("victim"));
+    std::os::unix::fs::symlink(&sc.outside, big.join("decoy")).unwrap();
+    for i in 0..20 {
+        write_file(&big.join(format!("f{i}")), 0o600);
+        std::os::unix::fs::symlink(sc.outside.join("secret"), big.join(format!("s{i}"))).unwrap();
+    }
+    let outside_before = snapshot(&sc.outside);
+    let fd = dir_fd(&big);
+    let rounds = 24;
+
+    let swaps = race(
+        rounds,
+        || {
+            exchange(&fd, "victim", "decoy");
+            for i in 0..20 {
+                exchange(&fd, &format!("f{i}"), &format!("s{i}"));
+            }
+        },
+        |round| {
+            pass(&sc.vol, round, &[]);
+        },
+    );
+
+    assert_outside_untouched("swaps inside a huge directory", &outside_before);
+    assert!(swaps > rounds as u64, "the swapper ran ({swaps} swaps)");
+}
