@@ -23,8 +23,8 @@ pub enum EntryType {
 pub struct DirEntry<'a> {
     /// `d_ino`: the order in which the inodes lie on disk.
     pub ino: u64,
-    /// `d_off`: where the directory's listing goes on after this entry, for
-    /// [`DirReader::seek`].
+    /// `d_off`: the entry's place in the directory's listing (where reading goes on after
+    /// it).
     pub off: u64,
     pub name: &'a CStr,
     pub kind: EntryType,
@@ -63,8 +63,7 @@ impl DirReader {
         Ok(self.len > 0)
     }
 
-    /// Goes back to a place in the listing of `dir` an entry's `off` named, to read on
-    /// from there (`seekdir`).
+    /// Goes to a place in the listing of `dir` (0: the start), to read on from there.
     pub fn seek(&mut self, dir: BorrowedFd<'_>, off: u64) -> io::Result<()> {
         self.len = 0;
         rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(off))?;

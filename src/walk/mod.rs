@@ -17,7 +17,7 @@
 //! by threads x (one buffer + depth), not by the size of the tree; no thread recurses, so
 //! depth cannot overflow a stack. A directory bigger than one buffer is read in passes over
 //! ranges of inode numbers, each pass's slice shared out in pieces
-//! (`inode_order.rs`), one such directory at a time (at most two 12 MiB slices); another one
+//! (`inode_order.rs`), one such directory at a time (at most two 16 MiB slices); another one
 //! found meanwhile goes back on the stack after each buffer, so another worker can read the
 //! next buffer of it at the same time.
 //!

@@ -1,7 +1,7 @@
 //! The shared LIFO of directories waiting to be opened or read, with the end-of-walk test:
 //! the walk is over when the stack is empty and every worker is waiting on it.
 
-use super::inode_order::{HugeDir, Key, Slice};
+use super::inode_order::{HugeDir, Key, Rest, Slice};
 use super::node::Dir;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +14,10 @@ pub(super) enum Task<'r> {
     /// An open directory, not read yet.
     List(Arc<Dir<'r>>),
     /// An open directory some buffers of which have been read, with entries left to read;
-    /// with `from`, only the entries of a huge directory from that key on are left.
+    /// with `rest`, only what the first slice of a huge directory left.
     ReadOn {
         dir: Arc<Dir<'r>>,
-        from: Option<Key>,
+        rest: Option<Rest<'r>>,
     },
     /// A huge directory to read again, for the entries from `from` on.
     Pass { huge: Arc<HugeDir<'r>>, from: Key },

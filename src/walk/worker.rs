@@ -1,7 +1,7 @@
 //! What each worker thread does with a task: open a directory and change it, read a buffer
 //! of it, hand the subdirectories to the queue, and visit the other entries itself.
 
-use super::inode_order::{Allowance, Delivery, Gather, HugeDir, Key, Slice, PROBE};
+use super::inode_order::{Allowance, Delivery, Gather, HugeDir, Key, Probed, Rest, Slice, PROBE};
 use super::node::{Dir, PathNode};
 use super::queue::{Queue, Task};
 use super::{Entry, EntryPath, Failure, Outcome, Progress, Root, Visited, Visitor, WalkOptions};
@@ -74,7 +74,7 @@ impl<'r> Walk<'_, 'r> {
         while let Some(task) = self.queue.pop(self.cancel) {
             match task {
                 Task::List(dir) => self.read(dir, &mut reader, true, None),
-                Task::ReadOn { dir, from } => self.read(dir, &mut reader, false, from),
+                Task::ReadOn { dir, rest } => self.read(dir, &mut reader, false, rest),
                 Task::Open { parent, name } => {
                     if let Some(dir) = self.open(&parent, name) {
                         drop(parent); // its descriptor may close now
@@ -129,12 +129,18 @@ impl<'r> Walk<'_, 'r> {
         Some(Dir::opened(path, fd))
     }
 
-    /// Reads `dir` a buffer at a time (with `from`, only the entries of a huge directory
-    /// from that key on). A full first buffer means a huge directory ([`Walk::huge`]).
+    /// Reads `dir` a buffer at a time (with `rest`, only what its first slice left of a
+    /// huge directory). A full first buffer means a huge directory ([`Walk::huge`]).
     /// Otherwise a full buffer goes back on the queue first, so another worker can read on
     /// while this one works.
-    fn read(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader, mut first: bool, from: Option<Key>) {
-        let left = |e: &DirEntry<'_>| from.is_none_or(|from| Key::of(e) >= from);
+    fn read(
+        &self,
+        dir: Arc<Dir<'r>>,
+        reader: &mut DirReader,
+        mut first: bool,
+        rest: Option<Rest<'r>>,
+    ) {
+        let left = |e: &DirEntry<'_>| rest.as_ref().is_none_or(|rest| rest.wants(e));
         loop {
             match reader.fill(dir.fd()) {
                 Ok(true) => {}
@@ -151,7 +157,7 @@ impl<'r> Walk<'_, 'r> {
             }
             self.queue.push(Task::ReadOn {
                 dir: dir.clone(),
-                from,
+                rest: rest.clone(),
             });
             self.batch(&dir, reader.entries().filter(left));
             return;
@@ -163,11 +169,13 @@ impl<'r> Walk<'_, 'r> {
     /// read in passes over ranges of keys (if no other huge directory is), and otherwise a
     /// buffer at a time.
     fn huge(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader) {
-        let resume = reader.entries().nth(PROBE - 1).map(|e| e.off);
         let probe = self.batch(&dir, reader.entries().take(PROBE));
-        let huge = resume
-            .filter(|_| probe.mostly_changed())
-            .and_then(|resume| self.huge.take(&dir, resume));
+        let huge = if probe.mostly_changed() {
+            self.huge
+                .take(&dir, Probed::new(reader.entries().take(PROBE)))
+        } else {
+            None
+        };
         match huge {
             Some(huge) => {
                 let gather = Gather::new(&huge, Key::FIRST);
@@ -176,7 +184,7 @@ impl<'r> Walk<'_, 'r> {
             None => {
                 self.queue.push(Task::ReadOn {
                     dir: dir.clone(),
-                    from: None,
+                    rest: None,
                 });
                 self.batch(&dir, reader.entries().skip(PROBE));
             }
@@ -201,10 +209,10 @@ impl<'r> Walk<'_, 'r> {
         let mut gathered = gather.finish();
         if in_buffers {
             if let Some(from) = gathered.next() {
-                match reader.seek(huge.dir.fd(), huge.resume) {
+                match reader.seek(huge.dir.fd(), 0) {
                     Ok(()) => self.queue.push(Task::ReadOn {
                         dir: huge.dir.clone(),
-                        from: Some(from),
+                        rest: Some(Rest::new(huge.clone(), from)),
                     }),
                     Err(e) => self.fail(&huge.dir, None, "lseek", &e),
                 }
@@ -214,8 +222,8 @@ impl<'r> Walk<'_, 'r> {
         self.deliver(huge.deliver(gathered));
     }
 
-    /// Reads the rest of the directory into `gather`: from the buffer in hand on the first
-    /// pass, from past the probed entries on the others. `false` if the read failed
+    /// Reads the directory into `gather`, but for the probed entries: on the first pass
+    /// from the buffer in hand on, on the others from the start. `false` if the read failed
     /// (reported) or the walk was cancelled.
     fn gather(
         &self,
@@ -229,7 +237,7 @@ impl<'r> Walk<'_, 'r> {
             for e in reader.entries().skip(PROBE) {
                 gather.offer(Key::of(&e), e.name, e.kind);
             }
-        } else if let Err(e) = reader.seek(dir.fd(), huge.resume) {
+        } else if let Err(e) = reader.seek(dir.fd(), 0) {
             self.fail(dir, None, "lseek", &e);
             return false;
         }
@@ -245,7 +253,7 @@ impl<'r> Walk<'_, 'r> {
                     return false;
                 }
             }
-            for e in reader.entries() {
+            for e in reader.entries().filter(|e| !huge.probed.contains(e)) {
                 gather.offer(Key::of(&e), e.name, e.kind);
             }
         }
