@@ -12,7 +12,7 @@
 //! is simply sorted by the worker that read it. A bigger one would be sorted only a buffer
 //! at a time, each buffer a random sample of the whole, so every block would still be
 //! dirtied once per buffer. Measured on one directory of 1,000,000 files (ext4, 2 threads):
-//! 10.0-11.7 s sorted a buffer at a time, 5.4-5.5 s in inode order; `chgrp -R`, 9.5-10.8 s.
+//! 10.0-11.7 s sorted a buffer at a time, 5.1-5.3 s in inode order; `chgrp -R`, 9.5-10.8 s.
 //!
 //! # How, in bounded memory
 //! Sorting a directory of millions of names whole would take tens of MiB. Instead the huge
