@@ -15,11 +15,11 @@
 //! directory, reads a buffer, pushes the subdirectories it found, and handles the files
 //! itself. LIFO keeps the walk close to depth-first, so what is held at any time is bounded
 //! by threads x (one buffer + depth), not by the size of the tree; no thread recurses, so
-//! depth cannot overflow a stack. A directory bigger than one buffer is read in passes over
-//! ranges of inode numbers, each pass's slice shared out in pieces
-//! (`inode_order.rs`), one such directory at a time (at most two 16 MiB slices); another one
-//! found meanwhile goes back on the stack after each buffer, so another worker can read the
-//! next buffer of it at the same time.
+//! depth cannot overflow a stack. A directory bigger than one buffer, whose first entries
+//! mostly need a change, is read in passes over ranges of inode numbers, each pass's slice
+//! shared out in pieces (`inode_order.rs`), one such directory at a time (at most two
+//! 16 MiB slices). Any other goes back on the stack after each buffer, so another worker
+//! can read the next buffer of it at the same time.
 //!
 //! # Order, and why the root is last
 //! kubelet changes each directory after its children (post-order). Only the root's place in
