@@ -63,10 +63,10 @@ impl DirReader {
         Ok(self.len > 0)
     }
 
-    /// Goes to a place in the listing of `dir` (0: the start), to read on from there.
-    pub fn seek(&mut self, dir: BorrowedFd<'_>, off: u64) -> io::Result<()> {
+    /// Goes back to the start of `dir`, to read it again.
+    pub fn rewind(&mut self, dir: BorrowedFd<'_>) -> io::Result<()> {
         self.len = 0;
-        rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(off))?;
+        rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(0))?;
         Ok(())
     }
 

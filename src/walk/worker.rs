@@ -28,7 +28,7 @@ struct Walk<'a, 'r> {
     progress: &'a Progress,
     cancel: &'a AtomicBool,
     queue: Queue<'r>,
-    huge: Allowance,
+    allowance: Allowance,
 }
 
 pub(super) fn run(
@@ -48,7 +48,7 @@ pub(super) fn run(
         progress,
         cancel,
         queue: Queue::new(threads, Task::List(Dir::root(root.fd()))),
-        huge: Allowance::default(),
+        allowance: Allowance::default(),
     };
     std::thread::scope(|s| {
         for i in 0..threads {
@@ -171,7 +171,7 @@ impl<'r> Walk<'_, 'r> {
     fn huge(&self, dir: Arc<Dir<'r>>, reader: &mut DirReader) {
         let probe = self.batch(&dir, reader.entries().take(PROBE));
         let huge = if probe.mostly_changed() {
-            self.huge
+            self.allowance
                 .take(&dir, Probed::new(reader.entries().take(PROBE)))
         } else {
             None
@@ -209,7 +209,7 @@ impl<'r> Walk<'_, 'r> {
         let mut gathered = gather.finish();
         if in_buffers {
             if let Some(from) = gathered.next() {
-                match reader.seek(huge.dir.fd(), 0) {
+                match reader.rewind(huge.dir.fd()) {
                     Ok(()) => self.queue.push(Task::ReadOn {
                         dir: huge.dir.clone(),
                         rest: Some(Rest::new(huge.clone(), from)),
@@ -237,7 +237,7 @@ impl<'r> Walk<'_, 'r> {
             for e in reader.entries().skip(PROBE) {
                 gather.offer(Key::of(&e), e.name, e.kind);
             }
-        } else if let Err(e) = reader.seek(dir.fd(), 0) {
+        } else if let Err(e) = reader.rewind(dir.fd()) {
             self.fail(dir, None, "lseek", &e);
             return false;
         }
