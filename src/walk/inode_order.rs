@@ -167,8 +167,8 @@ impl<'r> Rest<'r> {
 struct Handoff {
     /// A slice is out, not yet done.
     visiting: bool,
-    /// A gathered slice waiting for it, and where the pass after it starts.
-    waiting: Option<(Entries, Option<Key>)>,
+    /// A gathered slice waiting for it.
+    waiting: Option<Gathered>,
     /// The buffers of the last slice done, emptied, for the next pass to gather into.
     spare: Option<Entries>,
 }
@@ -183,18 +183,14 @@ impl<'r> HugeDir<'r> {
     pub fn deliver(self: &Arc<Self>, gathered: Gathered) -> Vec<Delivery<'r>> {
         let mut handoff = self.handoff();
         if handoff.visiting {
-            handoff.waiting = Some((gathered.entries, gathered.next));
+            handoff.waiting = Some(gathered);
             return Vec::new();
         }
-        self.hand_out(&mut handoff, gathered.entries, gathered.next)
+        self.hand_out(&mut handoff, gathered)
     }
 
-    fn hand_out(
-        self: &Arc<Self>,
-        handoff: &mut Handoff,
-        entries: Entries,
-        next: Option<Key>,
-    ) -> Vec<Delivery<'r>> {
+    fn hand_out(self: &Arc<Self>, handoff: &mut Handoff, gathered: Gathered) -> Vec<Delivery<'r>> {
+        let Gathered { entries, next } = gathered;
         let mut out = Vec::new();
         if entries.slots.is_empty() {
             handoff.spare = Some(entries);
@@ -217,7 +213,7 @@ impl<'r> HugeDir<'r> {
         handoff.visiting = false;
         handoff.spare = Some(entries);
         match handoff.waiting.take() {
-            Some((entries, next)) => self.hand_out(&mut handoff, entries, next),
+            Some(gathered) => self.hand_out(&mut handoff, gathered),
             None => Vec::new(),
         }
     }

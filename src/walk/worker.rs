@@ -233,28 +233,31 @@ impl<'r> Walk<'_, 'r> {
         first: bool,
     ) -> bool {
         let dir = &huge.dir;
-        if first {
-            for e in reader.entries().skip(PROBE) {
-                gather.offer(Key::of(&e), e.name, e.kind);
+        let mut filled = first;
+        if !first {
+            if let Err(e) = reader.rewind(dir.fd()) {
+                self.fail(dir, None, "lseek", &e);
+                return false;
             }
-        } else if let Err(e) = reader.rewind(dir.fd()) {
-            self.fail(dir, None, "lseek", &e);
-            return false;
         }
         loop {
+            if filled {
+                for e in reader.entries().filter(|e| !huge.probed.contains(e)) {
+                    gather.offer(Key::of(&e), e.name, e.kind);
+                }
+            }
             if self.cancelled() {
                 return false;
             }
-            match reader.fill(dir.fd()) {
-                Ok(true) => {}
-                Ok(false) => return true,
+            filled = match reader.fill(dir.fd()) {
+                Ok(filled) => filled,
                 Err(e) => {
                     self.fail(dir, None, "getdents", &e);
                     return false;
                 }
-            }
-            for e in reader.entries().filter(|e| !huge.probed.contains(e)) {
-                gather.offer(Key::of(&e), e.name, e.kind);
+            };
+            if !filled {
+                return true;
             }
         }
     }
