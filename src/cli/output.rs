@@ -1,6 +1,6 @@
 //! Output shared by the subcommands: logging, the progress bar, and the pass summary.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 use volsec::prepare::Report;
 use volsec::walk::Progress;
@@ -25,24 +25,30 @@ pub fn init_logging() {
 }
 
 /// Runs `work` while a progress bar on stderr shows inodes done and the rate. The bar is
-/// hidden when stderr is not a terminal or when `quiet`.
+/// hidden when stderr is not a terminal or when `quiet`, and then nothing else runs.
 pub fn with_progress<T>(progress: &Progress, quiet: bool, work: impl FnOnce() -> T) -> T {
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new_spinner()
     };
+    if bar.is_hidden() {
+        return work();
+    }
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} {elapsed_precise} {human_pos} inodes  {msg}",
         )
         .expect("valid template"),
     );
-    let done = AtomicBool::new(false);
+    // The ticker waits on this channel between redraws, so the end of the work wakes it
+    // at once instead of after its last sleep.
+    let (done, finished) = mpsc::channel::<()>();
+    let bar = &bar;
     std::thread::scope(|s| {
-        s.spawn(|| {
+        s.spawn(move || {
             let started = std::time::Instant::now();
-            while !done.load(Ordering::Relaxed) {
+            while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(TICK) {
                 let t = progress.tally();
                 bar.set_position(t.visited);
                 let rate = t.visited as f64 / started.elapsed().as_secs_f64().max(1e-3);
@@ -51,15 +57,17 @@ pub fn with_progress<T>(progress: &Progress, quiet: bool, work: impl FnOnce() ->
                     n => format!(", {n} failed"),
                 };
                 bar.set_message(format!("{rate:.0} inodes/s{failed}"));
-                std::thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();
         });
         let out = work();
-        done.store(true, Ordering::Relaxed);
+        drop(done);
         out
     })
 }
+
+/// How often the progress bar is redrawn.
+const TICK: Duration = Duration::from_millis(100);
 
 /// Prints a pass report as text or JSON.
 pub fn print_report(report: &Report, format: Format) {
