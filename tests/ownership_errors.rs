@@ -468,6 +468,31 @@ fn text_summary_fits_one_screen() {
     );
 }
 
+/// Runs `volsec ARGS` on a terminal (a pty from util-linux `script`) and returns what the
+/// terminal showed.
+fn on_a_terminal(args: &str) -> String {
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_volsec"));
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .output()
+        .unwrap_or_else(|e| panic!("script (util-linux) runs volsec on a pty: {e}"));
+    assert_eq!(out.status.code(), Some(0), "{cmd}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_terminal_shows_progress_unless_quiet() {
+    let fs = Mounted::tmpfs();
+    let vol = small_volume(&fs);
+    let shown = on_a_terminal(&format!("apply --fs-group 2000 {}", vol.display()));
+    // The bar's elapsed time and count, then the summary after it.
+    assert!(shown.contains("00:00:0"), "a progress bar: {shown:?}");
+    assert!(shown.contains("visited"), "{shown:?}");
+    let quiet = on_a_terminal(&format!("apply --quiet --fs-group 2001 {}", vol.display()));
+    assert!(!quiet.contains("00:00:0"), "no bar with --quiet: {quiet:?}");
+    assert!(quiet.contains("visited"), "{quiet:?}");
+}
+
 #[test]
 fn a_failing_entry_with_a_non_utf8_name_is_reported_in_json() {
     // Names are bytes, chosen by the container. A report must still come out (exit 1 and

@@ -48,7 +48,7 @@ pub fn with_progress<T>(progress: &Progress, quiet: bool, work: impl FnOnce() ->
     std::thread::scope(|s| {
         s.spawn(move || {
             let started = std::time::Instant::now();
-            while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(TICK) {
+            loop {
                 let t = progress.tally();
                 bar.set_position(t.visited);
                 let rate = t.visited as f64 / started.elapsed().as_secs_f64().max(1e-3);
@@ -57,6 +57,9 @@ pub fn with_progress<T>(progress: &Progress, quiet: bool, work: impl FnOnce() ->
                     n => format!(", {n} failed"),
                 };
                 bar.set_message(format!("{rate:.0} inodes/s{failed}"));
+                if finished.recv_timeout(TICK) != Err(RecvTimeoutError::Timeout) {
+                    break;
+                }
             }
             bar.finish_and_clear();
         });
