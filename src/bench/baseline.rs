@@ -167,9 +167,22 @@ pub fn go_selinux_relabel(root: &Path, label: &str, workers: usize) -> io::Resul
 
 const SELINUX_XATTR: &str = "security.selinux";
 
-/// `lgetxattr(path, "security.selinux")`, without a trailing NUL.
+/// `lgetxattr(path, "security.selinux")`, without a trailing NUL, read as go-selinux's
+/// `lgetxattr` does: into a 128-byte buffer first (the kernel allocates and zeroes what it is
+/// asked for), and only on `ERANGE` asking for the size and reading again.
 fn read_label(path: &Path) -> Option<Vec<u8>> {
-    let mut v = xattr::get(path, SELINUX_XATTR).ok()??;
+    let mut first = [0u8; 128];
+    let mut v = match rustix::fs::lgetxattr(path, SELINUX_XATTR, &mut first) {
+        Ok(len) => first[..len].to_vec(),
+        Err(rustix::io::Errno::RANGE) => {
+            let size = rustix::fs::lgetxattr(path, SELINUX_XATTR, &mut [0u8; 0][..]).ok()?;
+            let mut whole = vec![0u8; size];
+            let len = rustix::fs::lgetxattr(path, SELINUX_XATTR, &mut whole).ok()?;
+            whole.truncate(len);
+            whole
+        }
+        Err(_) => return None,
+    };
     if v.last() == Some(&0) {
         v.pop();
     }
