@@ -164,6 +164,49 @@ fn a_second_pass_writes_nothing() {
 }
 
 #[test]
+fn a_long_label_is_read_whole_and_not_rewritten() {
+    // Every sixth category, no runs: a label of 850 bytes, longer than a first read and
+    // short enough for the 1 KiB attribute block of a small ext4.
+    let cats: Vec<String> = (0..1024).step_by(6).map(|c| format!("c{c}")).collect();
+    let long = format!("system_u:object_r:container_file_t:s0:{}", cats.join(","));
+    assert!(long.len() > 512 && long.len() < 900, "{}", long.len());
+    let fs = Mounted::ext4(64);
+    let vol = fs.subdir("vol");
+    build_tree(&vol);
+    let first = relabel(&vol, &["--context", &long]);
+    let n = all_paths(&vol).len() as u64;
+    assert_eq!(first["changed"], n, "{first}");
+    assert_eq!(
+        raw_label(&vol.join("a/f10")).as_deref(),
+        Some(long.as_bytes())
+    );
+    let before: Vec<(PathBuf, i128)> = all_paths(&vol)
+        .into_iter()
+        .map(|p| (p.clone(), ctime_ns(&p)))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = relabel(&vol, &["--context", &long]);
+    assert_eq!(second["changed"], 0, "{second}");
+    for (path, ctime) in before {
+        assert_eq!(ctime_ns(&path), ctime, "{} was written", path.display());
+    }
+    let out = volsec()
+        .args([
+            "apply",
+            "--output",
+            "json",
+            "--change-policy",
+            "OnRootMismatch",
+        ])
+        .args(["--selinux-context", &long])
+        .arg(&vol)
+        .output()
+        .unwrap();
+    let skipped: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(skipped["skipped_reason"], "OnRootMismatch", "{skipped}");
+}
+
+#[test]
 fn symlinks_are_labelled_themselves_and_targets_are_untouched() {
     let fs = Mounted::tmpfs();
     let vol = fs.subdir("vol");

@@ -175,8 +175,7 @@ fn read_label(path: &Path) -> Option<Vec<u8>> {
     let mut v = match rustix::fs::lgetxattr(path, SELINUX_XATTR, &mut first) {
         Ok(len) => first[..len].to_vec(),
         Err(rustix::io::Errno::RANGE) => {
-            let size = rustix::fs::lgetxattr(path, SELINUX_XATTR, &mut [0u8; 0][..]).ok()?;
-            let mut whole = vec![0u8; size];
+            let mut whole = vec![0u8; rustix::fs::lgetxattr_query(path, SELINUX_XATTR).ok()?];
             let len = rustix::fs::lgetxattr(path, SELINUX_XATTR, &mut whole).ok()?;
             whole.truncate(len);
             whole

@@ -122,18 +122,39 @@ pub(super) fn root_stores_labels(root: &Root) -> bool {
 /// all (`ENODATA`) differs.
 fn label_differs(target: Target<'_>, wanted: &str) -> io::Result<bool> {
     let mut buf = [0u8; 512];
-    let len = match sys::get_xattr(target, selinux::XATTR, &mut buf) {
-        Ok(len) => len,
+    let long;
+    let current = match sys::get_xattr(target, selinux::XATTR, &mut buf) {
+        Ok(len) => &buf[..len],
         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => return Ok(true),
+        // Many scattered categories make a label of kilobytes; it may still be right.
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => match read_long_label(target)? {
+            Some(label) => {
+                long = label;
+                &long[..]
+            }
+            None => return Ok(true),
+        },
         Err(e) => return Err(e),
     };
-    let current = &buf[..len];
     let current = current.strip_suffix(b"\0").unwrap_or(current);
     if current == wanted.as_bytes() {
         return Ok(false);
     }
     Ok(LAST_COMPARED.with_borrow_mut(|last| last.differs(current, wanted)))
+}
+
+/// A label longer than the first read, read whole into a buffer of the largest value an
+/// attribute can have (`XATTR_SIZE_MAX`). `None` when there is no label any more.
+fn read_long_label(target: Target<'_>) -> io::Result<Option<Vec<u8>>> {
+    let mut label = vec![0u8; 64 * 1024];
+    match sys::get_xattr(target, selinux::XATTR, &mut label) {
+        Ok(len) => {
+            label.truncate(len);
+            Ok(Some(label))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 thread_local! {
