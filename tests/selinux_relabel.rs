@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 const LABEL: &str = "system_u:object_r:container_file_t:s0:c123,c456";
 const OTHER: &str = "system_u:object_r:user_home_t:s0";
@@ -345,6 +346,66 @@ fn a_filesystem_without_xattrs_gives_one_clear_message() {
     let report = relabel(&vol, &["--level", "s0:c1,c2", "--ignore-unsupported"]);
     assert_eq!(report["labels_unsupported"], true, "{report}");
     assert_eq!(report["skipped_reason"], "LabelsUnsupported", "{report}");
+}
+
+/// A nested mount that stores no labels, entered with --cross-mounts: the root's
+/// filesystem does, so the walk starts, and meets the other one below.
+#[test]
+fn a_nested_filesystem_without_labels_stops_the_pass_once_or_is_not_needed() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    build_tree(&vol);
+    let inner = vol.join("a/ram");
+    std::fs::create_dir(&inner).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "volsec-ramfs"])
+        .arg(&inner)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount ramfs at {}", inner.display());
+    for name in ["x", "y", "z"] {
+        write_file(&inner.join(name), 0o644);
+    }
+    let root_before = raw_label(&vol);
+
+    let out = volsec()
+        .args([
+            "relabel",
+            "--cross-mounts",
+            "--output",
+            "json",
+            "--context",
+            LABEL,
+        ])
+        .arg(&vol)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(
+        report["failed"], 1,
+        "one failure, not one per entry: {report}"
+    );
+    let error = report["errors"][0].to_string();
+    assert!(
+        error.contains("cannot store SELinux labels") && error.contains("a/ram"),
+        "{error}"
+    );
+    assert_eq!(
+        raw_label(&vol),
+        root_before,
+        "the root is left for the next pass"
+    );
+
+    let report = relabel(
+        &vol,
+        &["--cross-mounts", "--ignore-unsupported", "--context", LABEL],
+    );
+    assert_eq!(report["outcome"], "complete", "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["labels_unsupported"], true, "{report}");
+    assert_eq!(raw_label(&vol).as_deref(), Some(LABEL.as_bytes()));
+    umount(&inner);
 }
 
 #[test]

@@ -89,7 +89,7 @@ pub fn run(
     }
     let mut report = Report::new(root, job, options, progress, None, started);
     report.outcome = outcome_name(outcome, progress);
-    report.labels_unsupported = checked.labels_unsupported;
+    report.labels_unsupported = checked.labels_unsupported || visitor.met_unsupported_labels();
     Ok(report)
 }
 

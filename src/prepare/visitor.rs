@@ -8,6 +8,7 @@ use crate::walk::{Entry, OpError, Root, Visited, Visitor};
 use rustix::fd::AsFd;
 use std::cell::RefCell;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(super) struct PassVisitor {
     ownership: Option<Ownership>,
@@ -15,6 +16,12 @@ pub(super) struct PassVisitor {
     /// the container runtimes write it).
     label: Option<String>,
     dry_run: bool,
+    /// `EOPNOTSUPP` on a label is "relabel not needed" for that entry, not a failure.
+    ignore_unsupported: bool,
+    /// Some entry's filesystem could not store a label (with `ignore_unsupported`).
+    unsupported: AtomicBool,
+    /// Some entry's filesystem could not store a label, and that ends the pass.
+    halted: AtomicBool,
 }
 
 impl PassVisitor {
@@ -23,7 +30,15 @@ impl PassVisitor {
             ownership: job.ownership,
             label: job.label.as_ref().map(Context::to_string),
             dry_run,
+            ignore_unsupported: job.ignore_unsupported_labels,
+            unsupported: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
         }
+    }
+
+    /// Whether some entry's filesystem could not store a label and the job allowed it.
+    pub fn met_unsupported_labels(&self) -> bool {
+        self.unsupported.load(Ordering::Relaxed)
     }
 
     /// Whether the root already has everything the job asks for (the OnRootMismatch test,
@@ -65,13 +80,32 @@ impl PassVisitor {
     }
 
     fn label(&self, label: &str, entry: &Entry<'_>) -> Result<bool, OpError> {
-        let differs =
-            label_differs(entry.target(), label).map_err(|e| OpError::new("getxattr", e))?;
+        let differs = match label_differs(entry.target(), label) {
+            Err(e) if is_unsupported(&e) => return self.unsupported(e),
+            read => read.map_err(|e| OpError::new("getxattr", e))?,
+        };
         if differs && !self.dry_run {
-            sys::set_xattr(entry.target(), selinux::XATTR, label.as_bytes())
-                .map_err(|e| OpError::new("setxattr", e))?;
+            match sys::set_xattr(entry.target(), selinux::XATTR, label.as_bytes()) {
+                Err(e) if is_unsupported(&e) => return self.unsupported(e),
+                written => written.map_err(|e| OpError::new("setxattr", e))?,
+            }
         }
         Ok(differs)
+    }
+
+    /// The root's filesystem stores labels (checked before the walk), but one below it (a
+    /// nested mount, or a `context=` mount that refuses writes) does not. As the runtimes
+    /// do, that is "relabel not needed" when the job allows it; otherwise the first such
+    /// entry is reported, once, and the pass stops there, leaving the root unchanged.
+    fn unsupported(&self, e: io::Error) -> Result<bool, OpError> {
+        if self.ignore_unsupported {
+            self.unsupported.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        if self.halted.swap(true, Ordering::Relaxed) {
+            return Ok(false);
+        }
+        Err(OpError::new(UNSUPPORTED, e))
     }
 }
 
@@ -79,6 +113,10 @@ impl Visitor for PassVisitor {
     /// Ownership needs each entry's group and mode; a relabel only its label.
     fn needs_stat(&self) -> bool {
         self.ownership.is_some()
+    }
+
+    fn halted(&self) -> bool {
+        self.halted.load(Ordering::Relaxed)
     }
 
     fn visit(&self, entry: &Entry<'_>) -> Result<Visited, OpError> {
@@ -97,6 +135,13 @@ impl Visitor for PassVisitor {
     }
 }
 
+/// What the report names as failing when a filesystem below the root cannot store labels.
+const UNSUPPORTED: &str = "labelling (this filesystem cannot store SELinux labels, so the pass stopped here; --ignore-unsupported treats that as relabel not needed)";
+
+fn is_unsupported(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EOPNOTSUPP)
+}
+
 /// chown, then chmod: the mode is written after the chown, which clears setuid/setgid.
 fn write_ownership(own: &Ownership, changes: Changes, target: Target<'_>) -> Result<(), OpError> {
     if changes.chown {
@@ -113,7 +158,7 @@ fn write_ownership(own: &Ownership, changes: Changes, target: Target<'_>) -> Res
 pub(super) fn root_stores_labels(root: &Root) -> bool {
     let mut buf = [0u8; 256];
     match sys::get_xattr(Target::Fd(root.fd()), selinux::XATTR, &mut buf) {
-        Err(e) => e.raw_os_error() != Some(libc::EOPNOTSUPP),
+        Err(e) => !is_unsupported(&e),
         Ok(_) => true,
     }
 }

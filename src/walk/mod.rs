@@ -134,6 +134,13 @@ pub trait Visitor: Sync {
     fn needs_stat(&self) -> bool {
         true
     }
+
+    /// Whether the visitor has met a failure that ends the walk (say, a filesystem that
+    /// cannot hold what it writes). The walk then stops as if cancelled, and reports
+    /// [`Outcome::Failed`]: the visitor has recorded why.
+    fn halted(&self) -> bool {
+        false
+    }
 }
 
 /// How to walk.

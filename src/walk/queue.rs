@@ -4,7 +4,6 @@
 use super::inode_order::{HugeDir, Key, Rest, Slice};
 use super::node::Dir;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub(super) enum Task<'r> {
@@ -68,11 +67,11 @@ impl<'r> Queue<'r> {
         }
     }
 
-    /// The next task, or `None` when the walk is over or cancelled.
-    pub fn pop(&self, cancel: &AtomicBool) -> Option<Task<'r>> {
+    /// The next task, or `None` when the walk is over or `stop` says it must end.
+    pub fn pop(&self, stop: impl Fn() -> bool) -> Option<Task<'r>> {
         let mut state = self.state.lock().expect("lock");
         loop {
-            if cancel.load(Ordering::Relaxed) {
+            if stop() {
                 state.done = true;
                 state.tasks.clear();
                 self.ready.notify_all();

@@ -61,7 +61,7 @@ pub(super) fn run(
     });
     if cancel.load(Ordering::Relaxed) {
         Outcome::Cancelled
-    } else if progress.tally().failed > failed_before {
+    } else if visitor.halted() || progress.tally().failed > failed_before {
         Outcome::Failed
     } else {
         Outcome::Complete
@@ -71,7 +71,7 @@ pub(super) fn run(
 impl<'r> Walk<'_, 'r> {
     fn work(&self) {
         let mut reader = DirReader::with_capacity(BATCH_BYTES);
-        while let Some(task) = self.queue.pop(self.cancel) {
+        while let Some(task) = self.queue.pop(|| self.cancelled()) {
             match task {
                 Task::List(dir) => self.read(dir, &mut reader, true, None),
                 Task::ReadOn { dir, rest } => self.read(dir, &mut reader, false, rest),
@@ -90,8 +90,9 @@ impl<'r> Walk<'_, 'r> {
         }
     }
 
+    /// Whether the walk must end now: cancelled by the caller, or halted by the visitor.
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.cancel.load(Ordering::Relaxed) || self.visitor.halted()
     }
 
     /// Opens a subdirectory from its parent's descriptor, never through a symlink, and
