@@ -409,6 +409,42 @@ fn a_nested_filesystem_without_labels_stops_the_pass_once_or_is_not_needed() {
 }
 
 #[test]
+fn a_file_bind_mounted_into_the_volume_is_skipped_not_relabelled() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    build_tree(&vol);
+    let host = fs.subdir("host");
+    write_file(&host.join("shadow"), 0o600);
+    let over = vol.join("a/shadow");
+    write_file(&over, 0o644);
+    let bound = Command::new("mount")
+        .arg("--bind")
+        .arg(host.join("shadow"))
+        .arg(&over)
+        .status()
+        .unwrap();
+    assert!(bound.success(), "bind-mount a file at {}", over.display());
+
+    let report = relabel(&vol, &["--context", LABEL]);
+    assert_eq!(report["outcome"], "complete", "{report}");
+    let nested = report["nested_mounts"].to_string();
+    assert!(
+        nested.contains("a/shadow"),
+        "reported as a nested mount: {report}"
+    );
+    assert_eq!(
+        raw_label(&host.join("shadow")),
+        None,
+        "the host file kept no label"
+    );
+    assert_eq!(
+        raw_label(&vol.join("a/f10")).as_deref(),
+        Some(LABEL.as_bytes())
+    );
+    umount(&over);
+}
+
+#[test]
 fn mount_option_is_kubelets() {
     let out = volsec()
         .args([

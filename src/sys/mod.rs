@@ -13,12 +13,14 @@
 
 mod dir;
 mod fallback;
+mod mountinfo;
 mod open;
 mod stat;
 mod xattr;
 
 pub use dir::{DirEntry, DirReader, EntryType};
 pub use fallback::{force_fallbacks, pin, Fallbacks};
+pub use mountinfo::{mounts, mounts_below, parse_mountinfo, MountInfo};
 pub use open::{open_dir_at, open_root, raise_fd_limit};
 pub use stat::{stat_at, stat_fd, FileKind, Stat};
 pub use xattr::{get_xattr, set_xattr};

@@ -130,7 +130,9 @@ pub trait Visitor: Sync {
     /// (a relabel) says `false`, and non-directories whose `d_type` is known are then
     /// visited without a `statx`: a third fewer system calls. Directories are always
     /// opened and `statx`ed, so nested mount points are still found; a single file
-    /// bind-mounted over a name inside the volume is then not.
+    /// bind-mounted over a name inside the volume is found because the walk `statx`es
+    /// every entry anyway when the mount table lists a mount below the root
+    /// ([`Root::has_mounts_below`]).
     fn needs_stat(&self) -> bool {
         true
     }

@@ -1,7 +1,7 @@
 //! The root of a volume: opened once, without following a symlink at any component.
 
 use crate::sys::{self, Stat};
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +49,20 @@ impl Root {
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Whether the mount table lists anything mounted below the root. Directories are
+    /// always `statx`ed, so nested mounts on them are found in any case; a file can be a
+    /// mount point too (a bind mount of a single file), and only its `statx` tells. A
+    /// visitor that needs no attributes lets the walk skip that `statx` when nothing is
+    /// mounted below: unprivileged containers cannot mount on the node, and the volume
+    /// is prepared before its pod's containers start.
+    pub fn has_mounts_below(&self) -> bool {
+        let link = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        match std::fs::read_link(link) {
+            Ok(dir) => sys::mounts_below(&dir),
+            Err(_) => true,
+        }
     }
 
     /// The root as it was when opened.

@@ -24,6 +24,9 @@ struct Walk<'a, 'r> {
     root_path: &'a Path,
     root_mnt: u64,
     cross_mounts: bool,
+    /// Whether every non-directory is `statx`ed: the visitor needs its attributes, or a
+    /// file below the root may be a mount point that must be skipped.
+    stat_all: bool,
     visitor: &'a dyn Visitor,
     progress: &'a Progress,
     cancel: &'a AtomicBool,
@@ -44,6 +47,7 @@ pub(super) fn run(
         root_path: root.path(),
         root_mnt: root.stat().mnt_id,
         cross_mounts: options.cross_mounts,
+        stat_all: visitor.needs_stat() || (!options.cross_mounts && root.has_mounts_below()),
         visitor,
         progress,
         cancel,
@@ -333,7 +337,7 @@ impl<'r> Walk<'_, 'r> {
     /// Visits an entry that is not (or, for `d_type` unknown, may not be) a directory.
     /// Whether it changed something.
     fn other(&self, dir: &Arc<Dir<'r>>, name: &CStr, kind: EntryType, may_open: bool) -> bool {
-        let stat = if kind == EntryType::Unknown || self.visitor.needs_stat() {
+        let stat = if kind == EntryType::Unknown || self.stat_all {
             match sys::stat_at(dir.fd(), name) {
                 Ok(stat) => Some(stat),
                 Err(e) => {
