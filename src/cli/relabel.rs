@@ -85,7 +85,7 @@ impl LabelArgs {
             ..Default::default()
         };
         let label = selinux::file_label(&options, &defaults).map_err(|e| e.to_string())?;
-        checked(label)
+        selinux::checked_label(label)
     }
 }
 
@@ -93,14 +93,7 @@ impl LabelArgs {
 /// translated (with libselinux), parsed, and checked by the kernel when SELinux is enabled.
 pub fn context_from_text(text: &str) -> Result<Context, String> {
     let label = Context::parse(&raw_context(text)?).map_err(|e| e.to_string())?;
-    checked(label)
-}
-
-/// The kernel's (and with libselinux, the policy's) verdict and canonical spelling.
-fn checked(label: Context) -> Result<Context, String> {
-    let label = selinux::resolve_label(label).map_err(|e| e.to_string())?;
-    check_in_policy(&label)?;
-    Ok(label)
+    selinux::checked_label(label)
 }
 
 pub fn run(args: Args) -> u8 {
@@ -136,18 +129,4 @@ fn raw_range(range: &str, within: &Context) -> Result<String, String> {
 #[cfg(not(feature = "libselinux"))]
 fn raw_range(range: &str, _within: &Context) -> Result<String, String> {
     Ok(range.to_string())
-}
-
-/// With the `libselinux` feature, the loaded policy is asked too (as every SELinux tool
-/// does); without it, `resolve_label`'s selinuxfs check is the policy check.
-#[cfg(feature = "libselinux")]
-fn check_in_policy(label: &Context) -> Result<(), String> {
-    selinux::libselinux::check(label)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-#[cfg(not(feature = "libselinux"))]
-fn check_in_policy(_label: &Context) -> Result<(), String> {
-    Ok(())
 }

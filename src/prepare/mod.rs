@@ -52,6 +52,8 @@ pub enum PrepareError {
     LabelsUnsupported { path: String },
     #[error("nothing to do: give an fsGroup, an SELinux label, or both")]
     NothingAsked,
+    #[error("{0}")]
+    Label(String),
 }
 
 /// Opens `path` and runs `job` on it. See [`run`].
@@ -133,6 +135,9 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
         });
     }
     let mut job = job.clone();
+    if let Some(label) = job.label.take() {
+        job.label = Some(selinux::checked_label(label).map_err(PrepareError::Label)?);
+    }
     let labels_unsupported = job.label.is_some() && !visitor::root_stores_labels(root);
     if labels_unsupported {
         if !job.ignore_unsupported_labels {

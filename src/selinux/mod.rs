@@ -26,3 +26,13 @@ pub use node::{
     canonicalize, mount_has_seclabel, mounts, parse_mountinfo, resolve_label, selinux_enabled,
     selinuxfs_mount, MountInfo, NodeError,
 };
+
+/// The label as the node will hand it back: when SELinux is enabled, checked and spelled
+/// by the kernel (selinuxfs), and with the `libselinux` feature also checked by the loaded
+/// policy. Every pass and the mount option go through here before anything is written.
+pub fn checked_label(label: Context) -> Result<Context, String> {
+    let label = resolve_label(label).map_err(|e| e.to_string())?;
+    #[cfg(feature = "libselinux")]
+    libselinux::check(&label).map_err(|e| e.to_string())?;
+    Ok(label)
+}
