@@ -577,3 +577,49 @@ fn a_huge_directory_is_changed_in_passes_over_inode_ranges(fs: Fs) {
 }
 
 on_tmpfs_and_ext4!(a_huge_directory_is_changed_in_passes_over_inode_ranges);
+
+/// A visitor that panics on one entry: a bug, but it must end the walk with that panic,
+/// not leave the other workers waiting for a thread that will never return.
+struct PanicsOn(&'static str);
+
+impl volsec::walk::Visitor for PanicsOn {
+    fn visit(
+        &self,
+        entry: &volsec::walk::Entry<'_>,
+    ) -> Result<volsec::walk::Visited, volsec::walk::OpError> {
+        if entry.name.to_bytes() == self.0.as_bytes() {
+            panic!("visiting {}", self.0);
+        }
+        Ok(volsec::walk::Visited::Unchanged)
+    }
+}
+
+#[test]
+fn a_panicking_visitor_ends_the_walk_with_its_panic() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    for d in 0..20 {
+        mkdir(&vol.join(format!("d{d}")), 0o755);
+        for f in 0..50 {
+            write_file(&vol.join(format!("d{d}/f{f}")), 0o644);
+        }
+    }
+    let root = volsec::walk::Root::open(&vol).unwrap();
+    let options = volsec::walk::WalkOptions {
+        threads: 4,
+        ..Default::default()
+    };
+    let progress = volsec::walk::Progress::new(10);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            volsec::walk::walk(&root, &options, &PanicsOn("f7"), &progress, &cancel)
+        }));
+        let _ = done.send(walked.is_err());
+    });
+    let panicked = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the walk ended instead of hanging");
+    assert!(panicked, "the visitor's panic reached the caller");
+}

@@ -35,10 +35,9 @@ fn validate(roots: &AllowedRoots, req: &proto::PrepareRequest) -> Result<JobRequ
             )))
         }
     };
-    if req.fs_group == Some(u32::MAX) {
-        return Err(Status::invalid_argument(
-            "fs_group: 4294967295 is not a group id (it means \"no change\" to chown)",
-        ));
+    if let Some(g) = req.fs_group {
+        crate::ownership::fs_group(i64::from(g))
+            .map_err(|e| Status::invalid_argument(format!("fs_group: {e}")))?;
     }
     let label = match req.selinux_context.as_str() {
         "" => None,

@@ -48,7 +48,7 @@ pub struct Args {
 #[derive(clap::Args, Debug, Clone)]
 pub struct JobArgs {
     /// The pod's fsGroup: the group every entry gets.
-    #[arg(long, value_name = "GID")]
+    #[arg(long, value_name = "GID", value_parser = parse_fs_group)]
     pub fs_group: Option<u32>,
 
     /// The volume is mounted read-only: masks 0440 (files) and 02550 (directories).
@@ -172,4 +172,11 @@ pub fn execute(path: &std::path::Path, job: &Job, run: &RunArgs) -> u8 {
 pub fn refuse(err: &dyn std::fmt::Display) -> u8 {
     eprintln!("volsec: {err}");
     EXIT_REFUSED
+}
+
+fn parse_fs_group(text: &str) -> Result<u32, String> {
+    let value: i64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    volsec::ownership::fs_group(value)
 }

@@ -83,5 +83,18 @@ impl Ownership {
     }
 }
 
+/// The largest fsGroup Kubernetes accepts (its API validation: 0 to 2147483647). Above
+/// it, a gid is either refused by the API or, at 4294967295, the `-1` that tells `chown`
+/// "leave the group alone": a pass would report every entry changed and change none.
+pub const MAX_FS_GROUP: u32 = i32::MAX as u32;
+
+/// An fsGroup as a group id, or why it is not one.
+pub fn fs_group(value: i64) -> Result<u32, String> {
+    u32::try_from(value)
+        .ok()
+        .filter(|g| *g <= MAX_FS_GROUP)
+        .ok_or_else(|| format!("{value} is not a valid fsGroup; expected 0 to {MAX_FS_GROUP}"))
+}
+
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use k8s_openapi::api::storage::v1::CSIDriver;
 pub(crate) fn not_applied(pod_sc: Option<&PodSecurityContext>, why: String) -> OwnershipPlan {
     match pod_sc
         .and_then(|s| s.fs_group)
-        .and_then(|g| u32::try_from(g).ok())
+        .and_then(|g| crate::ownership::fs_group(g).ok())
     {
         Some(fs_group) => OwnershipPlan::unsupported(fs_group, why),
         None => OwnershipPlan::none(why),
@@ -38,11 +38,8 @@ pub(crate) fn ownership(
                 .into(),
         ));
     };
-    let fs_group = u32::try_from(fs_group).map_err(|_| {
-        DecideError::pod(format!(
-            "field spec.securityContext.fsGroup: {fs_group} is not a group id; expected 0 to 4294967295"
-        ))
-    })?;
+    let fs_group = crate::ownership::fs_group(fs_group)
+        .map_err(|e| DecideError::pod(format!("field spec.securityContext.fsGroup: {e}")))?;
     let policy = change_policy(pod_sc)?;
     let read_only = vol.info.read_only;
     let plan = match &vol.plugin {

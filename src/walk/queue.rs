@@ -67,6 +67,15 @@ impl<'r> Queue<'r> {
         }
     }
 
+    /// Ends the walk for every worker: a worker that panicked will never come back to
+    /// wait, so the others must not wait for it.
+    pub fn abort(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.done = true;
+        state.tasks.clear();
+        self.ready.notify_all();
+    }
+
     /// The next task, or `None` when the walk is over or `stop` says it must end.
     pub fn pop(&self, stop: impl Fn() -> bool) -> Option<Task<'r>> {
         let mut state = self.state.lock().expect("lock");

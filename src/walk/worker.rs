@@ -74,6 +74,7 @@ pub(super) fn run(
 
 impl<'r> Walk<'_, 'r> {
     fn work(&self) {
+        let _abort = AbortOnPanic(&self.queue);
         let mut reader = DirReader::with_capacity(BATCH_BYTES);
         while let Some(task) = self.queue.pop(|| self.cancelled()) {
             match task {
@@ -418,5 +419,17 @@ impl Count {
     /// Whether at least half of the entries visited were changed.
     fn mostly_changed(&self) -> bool {
         self.visited > 0 && self.changed * 2 >= self.visited
+    }
+}
+
+/// Ends the walk if its worker panics, so the other workers finish and the panic reaches
+/// the caller (`thread::scope` re-raises it) instead of every thread waiting forever.
+struct AbortOnPanic<'q, 'r>(&'q Queue<'r>);
+
+impl Drop for AbortOnPanic<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort();
+        }
     }
 }
