@@ -78,3 +78,34 @@ fn fallback_route_gives_the_native_result() {
     let link_label = xattr::get(fallback.join("d/link"), "security.selinux").unwrap();
     assert_eq!(link_label.as_deref(), Some(LABEL.as_bytes()));
 }
+
+/// Without `/proc` the fallback route cannot reach a pinned entry. That is a failure of
+/// the pass (root left unchanged), never an entry that "vanished" and may be passed over.
+#[test]
+fn without_proc_the_fallback_route_fails_instead_of_skipping() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    write_file(&vol.join("f"), 0o644);
+    let root_before = gid_mode(&vol);
+    let script = format!(
+        "mount -t tmpfs none /proc && exec {} apply --fs-group 2000 --output json {}",
+        env!("CARGO_BIN_EXE_volsec"),
+        vol.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("VOLSEC_FORCE_FALLBACK", "1")
+        .output()
+        .expect("unshare (util-linux) gives the pass a mount namespace without /proc");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report["vanished"], 0, "{report}");
+    assert!(report["errors"].to_string().contains("/proc"), "{report}");
+    assert_eq!(
+        gid_mode(&vol),
+        root_before,
+        "the root is left for the next pass"
+    );
+}

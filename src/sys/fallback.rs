@@ -126,7 +126,9 @@ fn fchmodat2(
 }
 
 fn chmod_proc(pinned: &impl AsRawFd, mode: u32) -> io::Result<()> {
-    rustix::fs::chmod(proc_path(pinned), Mode::from_raw_mode(mode)).map_err(io::Error::from)
+    through_proc(pinned, |path| {
+        rustix::fs::chmod(path, Mode::from_raw_mode(mode))
+    })
 }
 
 /// Pins `name` inside `dir` without following or opening it (`O_PATH | O_NOFOLLOW`).
@@ -136,6 +138,23 @@ pub fn pin(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
 }
 
 /// `/proc/self/fd/N`: resolves to the inode `fd` pins, whatever is at its path now.
-pub(super) fn proc_path(fd: &impl AsRawFd) -> CString {
+fn proc_path(fd: &impl AsRawFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+/// Runs `op` on the `/proc/self/fd/N` path of `fd`. The descriptor keeps its inode alive,
+/// so `ENOENT` there never means the entry vanished (which a pass would pass over): it
+/// means `/proc` is not mounted, and is reported as the failure it is.
+pub(super) fn through_proc<T>(
+    fd: &impl AsRawFd,
+    op: impl FnOnce(&CStr) -> rustix::io::Result<T>,
+) -> io::Result<T> {
+    let path = proc_path(fd);
+    op(&path).map_err(|e| match e {
+        rustix::io::Errno::NOENT => io::Error::other(format!(
+            "{} is missing: the route for kernels without the *at calls goes through /proc, which must be mounted",
+            path.to_string_lossy()
+        )),
+        e => io::Error::from(e),
+    })
 }

@@ -6,7 +6,7 @@
 //! on that path would act on the magic link and fails).
 
 use super::fallback::{
-    native, pin, proc_path, settle, xattrat_flag, SYS_GETXATTRAT, SYS_SETXATTRAT,
+    native, pin, settle, through_proc, xattrat_flag, SYS_GETXATTRAT, SYS_SETXATTRAT,
 };
 use super::Target;
 use rustix::fd::{AsRawFd, BorrowedFd};
@@ -26,9 +26,7 @@ pub fn get_xattr(target: Target<'_>, attr: &CStr, buf: &mut [u8]) -> io::Result<
     match target {
         Target::Fd(fd) => rustix::fs::fgetxattr(fd, attr, buf).map_err(io::Error::from),
         // fgetxattr fails on an O_PATH descriptor; its /proc/self/fd path does not.
-        Target::Pinned(fd) => {
-            rustix::fs::getxattr(proc_path(&fd).as_c_str(), attr, buf).map_err(io::Error::from)
-        }
+        Target::Pinned(fd) => through_proc(&fd, |path| rustix::fs::getxattr(path, attr, &mut *buf)),
         Target::At(dir, name) => {
             if native(xattrat_flag()) {
                 let mut args = XattrArgs {
@@ -42,7 +40,7 @@ pub fn get_xattr(target: Target<'_>, attr: &CStr, buf: &mut [u8]) -> io::Result<
                 }
             }
             let pinned = pin(dir, name)?;
-            rustix::fs::getxattr(proc_path(&pinned).as_c_str(), attr, buf).map_err(io::Error::from)
+            through_proc(&pinned, |path| rustix::fs::getxattr(path, attr, buf))
         }
     }
 }
@@ -54,10 +52,9 @@ pub fn set_xattr(target: Target<'_>, attr: &CStr, value: &[u8]) -> io::Result<()
         Target::Fd(fd) => {
             rustix::fs::fsetxattr(fd, attr, value, XattrFlags::empty()).map_err(io::Error::from)
         }
-        Target::Pinned(fd) => {
-            rustix::fs::setxattr(proc_path(&fd).as_c_str(), attr, value, XattrFlags::empty())
-                .map_err(io::Error::from)
-        }
+        Target::Pinned(fd) => through_proc(&fd, |path| {
+            rustix::fs::setxattr(path, attr, value, XattrFlags::empty())
+        }),
         Target::At(dir, name) => {
             if native(xattrat_flag()) {
                 let mut args = XattrArgs {
@@ -71,13 +68,9 @@ pub fn set_xattr(target: Target<'_>, attr: &CStr, value: &[u8]) -> io::Result<()
                 }
             }
             let pinned = pin(dir, name)?;
-            rustix::fs::setxattr(
-                proc_path(&pinned).as_c_str(),
-                attr,
-                value,
-                XattrFlags::empty(),
-            )
-            .map_err(io::Error::from)
+            through_proc(&pinned, |path| {
+                rustix::fs::setxattr(path, attr, value, XattrFlags::empty())
+            })
         }
     }
 }
