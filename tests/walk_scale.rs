@@ -112,10 +112,15 @@ fn vm_hwm(pid: libc::pid_t, exe: &Path) -> Option<u64> {
 /// Runs `volsec apply --fs-group 2000 --output json PATH`, optionally with a
 /// `RLIMIT_NOFILE` of `nofile` (soft and hard, so volsec cannot raise it), and collects the
 /// child's rusage with `wait4`.
+fn apply(path: &Path, nofile: Option<u64>, timeout: Duration) -> Run {
+    apply_with(path, &[], nofile, timeout)
+}
+
+/// [`apply`] with more flags.
 // The child is reaped by wait4 (for its rusage), not by `Child::wait`.
 #[allow(clippy::zombie_processes)]
-fn apply(path: &Path, nofile: Option<u64>, timeout: Duration) -> Run {
-    let mut cmd = apply_json_command(path, &[]);
+fn apply_with(path: &Path, args: &[&str], nofile: Option<u64>, timeout: Duration) -> Run {
+    let mut cmd = apply_json_command(path, args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -332,6 +337,53 @@ fn ten_thousand_levels_deep_with_256_descriptors() {
         (run.code, count(&run.report, "failed")),
         (0, 0),
         "with RLIMIT_NOFILE 256 the pass must still complete: {}",
+        summary(&run.report)
+    );
+    check_deep(&vol);
+    assert_eq!(gid_mode(&vol), (FS_GROUP, 0o2775), "the root, last");
+}
+
+#[test]
+fn ten_thousand_levels_deep_with_a_second_directory_at_each_level_and_256_descriptors() {
+    // Walked last-in first-out, the second directory of every level waits while the walk
+    // goes down the first, keeping its parent open: one descriptor per level unless the
+    // walk frees them first. Created before or after the chain's, level by level, so either
+    // listing order is met.
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    let mut fd = open_dir(rustix::fs::CWD, vol.to_str().unwrap());
+    for level in 0..DEPTH {
+        let mode = Mode::from_raw_mode(0o755);
+        if level % 2 == 0 {
+            rustix::fs::mkdirat(&fd, "e", mode).expect("mkdirat e");
+        }
+        rustix::fs::mkdirat(&fd, "d", mode).expect("mkdirat d");
+        if level % 2 == 1 {
+            rustix::fs::mkdirat(&fd, "e", mode).expect("mkdirat e");
+        }
+        create(&fd, "f");
+        fd = open_dir(&fd, "d");
+    }
+    drop(fd);
+
+    // One worker: nobody else takes the waiting directories meanwhile.
+    let run = apply_with(
+        &vol,
+        &["--threads", "1"],
+        Some(256),
+        Duration::from_secs(180),
+    );
+
+    assert_eq!(
+        (run.code, count(&run.report, "failed")),
+        (0, 0),
+        "with RLIMIT_NOFILE 256 the pass must still complete: {}",
+        summary(&run.report)
+    );
+    assert_eq!(
+        count(&run.report, "visited"),
+        3 * DEPTH as u64 + 1,
+        "{}",
         summary(&run.report)
     );
     check_deep(&vol);

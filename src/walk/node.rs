@@ -4,11 +4,14 @@
 //!
 //! Keeping them apart is what bounds descriptors: a directory's descriptor is closed as soon
 //! as it is read and its subdirectories are open, however deep the walk goes below it, so a
-//! chain 10,000 levels deep holds a handful of descriptors, not 10,000.
+//! chain 10,000 levels deep holds a handful of descriptors, not 10,000. The walker counts
+//! the descriptors open ([`open_dirs`]) so that, near the limit, it opens first the waiting
+//! subdirectories that let a parent close (see `queue::freeing`).
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A directory's name and its parent's, for messages; never used to reach anything.
@@ -66,6 +69,15 @@ impl Drop for PathNode {
     }
 }
 
+/// Directory descriptors the walker holds open, in every walk of this process (the limit,
+/// `RLIMIT_NOFILE`, is the process's).
+static OPEN_DIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many directory descriptors are open now (see [`OPEN_DIRS`]).
+pub(super) fn open_dirs() -> usize {
+    OPEN_DIRS.load(Ordering::Relaxed)
+}
+
 /// An open directory. Shared by the task reading it and the tasks opening its
 /// subdirectories; the descriptor closes when the last of them is done.
 pub(super) struct Dir<'r> {
@@ -88,6 +100,7 @@ impl<'r> Dir<'r> {
     }
 
     pub fn opened(path: Arc<PathNode>, fd: OwnedFd) -> Arc<Dir<'r>> {
+        OPEN_DIRS.fetch_add(1, Ordering::Relaxed);
         Arc::new(Dir {
             path,
             fd: DirFd::Owned(fd),
@@ -98,6 +111,14 @@ impl<'r> Dir<'r> {
         match &self.fd {
             DirFd::Root(fd) => *fd,
             DirFd::Owned(fd) => fd.as_fd(),
+        }
+    }
+}
+
+impl Drop for Dir<'_> {
+    fn drop(&mut self) {
+        if let DirFd::Owned(_) = self.fd {
+            OPEN_DIRS.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

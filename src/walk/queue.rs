@@ -76,8 +76,9 @@ impl<'r> Queue<'r> {
         self.ready.notify_all();
     }
 
-    /// The next task, or `None` when the walk is over or `stop` says it must end.
-    pub fn pop(&self, stop: impl Fn() -> bool) -> Option<Task<'r>> {
+    /// The next task, or `None` when the walk is over or `stop` says it must end. With
+    /// `scarce` descriptors, a task that frees one comes first (see [`freeing`]).
+    pub fn pop(&self, stop: impl Fn() -> bool, scarce: impl Fn() -> bool) -> Option<Task<'r>> {
         let mut state = self.state.lock().expect("lock");
         loop {
             if stop() {
@@ -87,6 +88,18 @@ impl<'r> Queue<'r> {
             }
             if state.done {
                 return None;
+            }
+            if scarce() {
+                let top = state.tasks.len();
+                let found = state
+                    .tasks
+                    .iter()
+                    .rev()
+                    .take(FREEING_SCAN)
+                    .position(freeing);
+                if let Some(from_top) = found {
+                    return Some(state.tasks.remove(top - 1 - from_top));
+                }
             }
             if let Some(task) = state.tasks.pop() {
                 return Some(task);
@@ -101,4 +114,18 @@ impl<'r> Queue<'r> {
             state.waiting -= 1;
         }
     }
+}
+
+/// How far below the top of the stack a freeing task is looked for: the ones a deep walk
+/// leaves behind sit just below what it is doing now.
+const FREEING_SCAN: usize = 64;
+
+/// Whether running `task` closes a descriptor: it opens the last subdirectory still waiting
+/// on its parent, whose descriptor closes as soon as that one is open.
+///
+/// Taken last-in first-out, a deep tree with a second subdirectory at every level leaves
+/// one of them waiting at each level, each keeping its parent open: one descriptor per
+/// level. When descriptors run short those waiting ones go first; each closes its parent.
+fn freeing(task: &Task<'_>) -> bool {
+    matches!(task, Task::Open { parent, .. } if Arc::strong_count(parent) == 1)
 }

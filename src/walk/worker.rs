@@ -32,6 +32,8 @@ struct Walk<'a, 'r> {
     cancel: &'a AtomicBool,
     queue: Queue<'r>,
     allowance: Allowance,
+    /// Directory descriptors the walk may hold before it frees some first.
+    descriptor_budget: usize,
 }
 
 pub(super) fn run(
@@ -53,6 +55,7 @@ pub(super) fn run(
         cancel,
         queue: Queue::new(threads, Task::List(Dir::root(root.fd()))),
         allowance: Allowance::default(),
+        descriptor_budget: descriptor_budget(threads),
     };
     std::thread::scope(|s| {
         for i in 0..threads {
@@ -76,7 +79,10 @@ impl<'r> Walk<'_, 'r> {
     fn work(&self) {
         let _abort = AbortOnPanic(&self.queue);
         let mut reader = DirReader::with_capacity(BATCH_BYTES);
-        while let Some(task) = self.queue.pop(|| self.cancelled()) {
+        while let Some(task) = self
+            .queue
+            .pop(|| self.cancelled(), || self.descriptors_scarce())
+        {
             match task {
                 Task::List(dir) => self.read(dir, &mut reader, true, None),
                 Task::ReadOn { dir, rest } => self.read(dir, &mut reader, false, rest),
@@ -93,6 +99,12 @@ impl<'r> Walk<'_, 'r> {
                 Task::Visit(slice) => self.visit(slice),
             }
         }
+    }
+
+    /// Whether the process holds so many directory descriptors that the walk should close
+    /// some before it opens more.
+    fn descriptors_scarce(&self) -> bool {
+        super::node::open_dirs() >= self.descriptor_budget
     }
 
     /// Whether the walk must end now: cancelled by the caller, or halted by the visitor.
@@ -432,4 +444,15 @@ impl Drop for AbortOnPanic<'_, '_> {
             self.0.abort();
         }
     }
+}
+
+/// Directory descriptors a walk may hold before it frees some first: the process's
+/// `RLIMIT_NOFILE`, less a quarter (at least 16 per worker) for everything else the
+/// process has open and for the descriptors workers open while it frees them.
+fn descriptor_budget(threads: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let reserve = (limit / 4).max(16 * threads);
+    limit.saturating_sub(reserve).max(1)
 }
