@@ -44,7 +44,7 @@ pub struct Stat {
     pub gid: u32,
     pub dev: u64,
     pub ino: u64,
-    /// The id of the mount the inode was reached through.
+    /// The id of the mount the inode was reached through (before Linux 5.8, its device).
     pub mnt_id: u64,
 }
 
@@ -70,7 +70,18 @@ fn from_statx(x: rustix::fs::Statx) -> Stat {
         gid: x.stx_gid,
         dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
         ino: x.stx_ino,
-        mnt_id: x.stx_mnt_id,
+        mnt_id: mount_of(&x),
+    }
+}
+
+/// The mount id, or on kernels before 5.8 (no `STATX_MNT_ID`) the device number: every
+/// entry is described the same way in one run, so comparing with the root's still tells
+/// another filesystem apart (a bind mount of the same one then goes unnoticed).
+fn mount_of(x: &rustix::fs::Statx) -> u64 {
+    if StatxFlags::from_bits_retain(x.stx_mask).contains(StatxFlags::MNT_ID) {
+        x.stx_mnt_id
+    } else {
+        rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor)
     }
 }
 
