@@ -494,6 +494,25 @@ fn a_terminal_shows_progress_unless_quiet() {
 }
 
 #[test]
+fn a_refusal_in_json_is_a_document_too() {
+    let fs = Mounted::tmpfs();
+    let missing = fs.path().join("missing");
+    let out = volsec()
+        .args(["apply", "--fs-group", "2000", "--output", "json"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["outcome"], "refused", "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("missing"),
+        "the error names the path: {doc}"
+    );
+    assert!(!out.stderr.is_empty(), "and one sentence on stderr");
+}
+
+#[test]
 fn a_failing_entry_with_a_non_utf8_name_is_reported_in_json() {
     // Names are bytes, chosen by the container. A report must still come out (exit 1 and
     // JSON), not a crash of the serializer.

@@ -118,7 +118,7 @@ pub fn run(args: Args) -> u8 {
     }
     match args.job.job() {
         Ok(job) => execute(&args.path, &job, &args.run),
-        Err(e) => refuse(&e),
+        Err(e) => refuse_as(args.run.output, &e),
     }
 }
 
@@ -165,13 +165,23 @@ pub fn execute(path: &std::path::Path, job: &Job, run: &RunArgs) -> u8 {
                 EXIT_PARTIAL
             }
         }
-        Err(e) => refuse(&e),
+        Err(e) => refuse_as(run.output, &e),
     }
 }
 
 pub fn refuse(err: &dyn std::fmt::Display) -> u8 {
     eprintln!("volsec: {err}");
     EXIT_REFUSED
+}
+
+/// [`refuse`], and with `--output json` also a document on stdout, so a machine reading
+/// stdout learns why nothing was done: `{"outcome": "refused", "error": "..."}`.
+pub fn refuse_as(format: Format, err: &dyn std::fmt::Display) -> u8 {
+    if format == Format::Json {
+        let doc = serde_json::json!({ "outcome": "refused", "error": err.to_string() });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+    }
+    refuse(err)
 }
 
 fn parse_fs_group(text: &str) -> Result<u32, String> {

@@ -1,6 +1,6 @@
 //! `volsec relabel`: the container runtime's recursive relabel, done once and race-free.
 
-use super::apply::{execute, refuse, RunArgs};
+use super::apply::{execute, refuse_as, RunArgs};
 use std::path::PathBuf;
 use volsec::ownership::ChangePolicy;
 use volsec::prepare::Job;
@@ -99,7 +99,7 @@ pub fn context_from_text(text: &str) -> Result<Context, String> {
 pub fn run(args: Args) -> u8 {
     let label = match args.label.label() {
         Ok(label) => label,
-        Err(e) => return refuse(&e),
+        Err(e) => return refuse_as(args.run.output, &e),
     };
     let job = Job {
         ownership: None,
