@@ -445,6 +445,50 @@ fn a_file_bind_mounted_into_the_volume_is_skipped_not_relabelled() {
 }
 
 #[test]
+fn the_root_keeps_its_label_when_an_entry_below_fails() {
+    // An immutable file refuses the write (EPERM, even to root): the pass goes on, reports
+    // it, and leaves the root unlabelled, so the next OnRootMismatch pass walks again.
+    let fs = Mounted::ext4(64);
+    let vol = fs.subdir("vol");
+    build_tree(&vol);
+    let stuck = vol.join("a/b/f21");
+    let immutable = |flag: &str| {
+        let ok = Command::new("chattr")
+            .arg(flag)
+            .arg(&stuck)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "chattr {flag} {}", stuck.display());
+    };
+    immutable("+i");
+    let root_before = raw_label(&vol);
+
+    let out = volsec()
+        .args(["relabel", "--output", "json", "--context", LABEL])
+        .arg(&vol)
+        .output()
+        .unwrap();
+    immutable("-i");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report["failed"], 1, "{report}");
+    assert!(report["errors"].to_string().contains("f21"), "{report}");
+    assert_eq!(
+        raw_label(&vol),
+        root_before,
+        "the root is left for the next pass"
+    );
+    assert_eq!(
+        raw_label(&vol.join("a/f10")).as_deref(),
+        Some(LABEL.as_bytes())
+    );
+
+    let again = relabel(&vol, &["--context", LABEL]);
+    assert_eq!(again["outcome"], "complete", "{again}");
+    assert_eq!(raw_label(&vol).as_deref(), Some(LABEL.as_bytes()));
+}
+
+#[test]
 fn mount_option_is_kubelets() {
     let out = volsec()
         .args([
