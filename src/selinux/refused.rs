@@ -83,8 +83,11 @@ pub fn refused_places() -> Vec<Refused> {
         });
     }
     if let Some(user) = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()) {
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        if let Some(home) = home_in_passwd(&passwd, &user) {
+        let home = home_of(&user).or_else(|| {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            home_in_passwd(&passwd, &user)
+        });
+        if let Some(home) = home {
             places.push(Refused {
                 what: format!("it is the home of $SUDO_USER {user}, {}", home.display()),
                 path: home,
@@ -94,7 +97,35 @@ pub fn refused_places() -> Vec<Refused> {
     places
 }
 
-/// The home directory of `user` in the text of `/etc/passwd`.
+/// The home directory of `user` as the node's name service knows it (`getpwnam_r`: files,
+/// LDAP, sssd, whatever nsswitch.conf lists).
+fn home_of(user: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(user).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: an all-zero passwd is a valid value to be overwritten by getpwnam_r.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, and buf outlives the use of pwd below.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: getpwnam_r succeeded, so pw_dir points to a NUL-terminated string in buf.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
+    (!dir.to_bytes().is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
+}
+
+/// The home directory of `user` in the text of `/etc/passwd` (when the name service does
+/// not answer, as in a static build without NSS).
 pub fn home_in_passwd(passwd: &str, user: &str) -> Option<PathBuf> {
     passwd
         .lines()
@@ -173,5 +204,11 @@ mod tests {
         );
         assert_eq!(home_in_passwd(passwd, "bob"), None);
         assert_eq!(home_in_passwd(passwd, "broken"), None);
+    }
+
+    #[test]
+    fn the_name_service_knows_roots_home() {
+        assert_eq!(home_of("root"), Some(PathBuf::from("/root")));
+        assert_eq!(home_of("no-such-user-volsec"), None);
     }
 }
