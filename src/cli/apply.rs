@@ -128,7 +128,7 @@ impl JobArgs {
         self.fs_group.is_some() || self.selinux_context.is_some() || self.read_only
     }
 
-    /// The job, with the label checked as `volsec relabel` checks it.
+    /// The job, with the label parsed as `volsec relabel` parses it (the pass checks it).
     fn job(&self) -> Result<Job, String> {
         let label = self
             .selinux_context

@@ -41,7 +41,7 @@ struct Answer {
 }
 
 pub fn run(args: Args) -> u8 {
-    let label = match args.label.label() {
+    let label = match args.label.label().and_then(selinux::checked_label) {
         Ok(label) => label,
         Err(e) => return refuse(&e),
     };

@@ -69,7 +69,8 @@ pub struct LabelArgs {
 }
 
 impl LabelArgs {
-    /// The file label these flags give, checked by the kernel when SELinux is enabled.
+    /// The file label these flags give. The kernel (and the policy) check it before a pass
+    /// (`prepare`) or a mount option (`mount-option`) uses it.
     pub fn label(&self) -> Result<Context, String> {
         if let Some(context) = &self.context {
             return context_from_text(context);
@@ -84,16 +85,14 @@ impl LabelArgs {
             level,
             ..Default::default()
         };
-        let label = selinux::file_label(&options, &defaults).map_err(|e| e.to_string())?;
-        selinux::checked_label(label)
+        selinux::file_label(&options, &defaults).map_err(|e| e.to_string())
     }
 }
 
 /// A whole context given on the command line (`--context`, `apply --selinux-context`):
-/// translated (with libselinux), parsed, and checked by the kernel when SELinux is enabled.
+/// translated (with libselinux) and parsed.
 pub fn context_from_text(text: &str) -> Result<Context, String> {
-    let label = Context::parse(&raw_context(text)?).map_err(|e| e.to_string())?;
-    selinux::checked_label(label)
+    Context::parse(&raw_context(text)?).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> u8 {

@@ -81,7 +81,7 @@ pub fn run(
     let started = Instant::now();
     let checked = check(root, job)?;
     if checked.skip.is_some() {
-        return Ok(skipped(root, job, &checked, options, progress, started));
+        return Ok(skipped(root, &checked, options, progress, started));
     }
     let visitor = PassVisitor::new(&checked.job, options.dry_run);
     raise_descriptor_limit();
@@ -89,7 +89,7 @@ pub fn run(
     if outcome == Outcome::Complete {
         change_root(root, &visitor, progress);
     }
-    let mut report = Report::new(root, job, options, progress, None, started);
+    let mut report = Report::new(root, &checked.asked, options, progress, None, started);
     report.outcome = outcome_name(outcome, progress);
     report.labels_unsupported = checked.labels_unsupported || visitor.met_unsupported_labels();
     Ok(report)
@@ -111,11 +111,13 @@ pub fn check_root(
     Ok(checked
         .skip
         .is_some()
-        .then(|| skipped(&root, job, &checked, options, &progress, started)))
+        .then(|| skipped(&root, &checked, options, &progress, started)))
 }
 
 /// A job checked against its root, before any walk.
 struct Checked {
+    /// The job as asked, its label spelled as the node spells it: what reports name.
+    asked: Job,
     /// The job as it will run: without its label when the filesystem cannot store labels
     /// and the job allows that.
     job: Job,
@@ -138,6 +140,7 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
     if let Some(label) = job.label.take() {
         job.label = Some(selinux::checked_label(label).map_err(PrepareError::Label)?);
     }
+    let asked = job.clone();
     let labels_unsupported = job.label.is_some() && !visitor::root_stores_labels(root);
     if labels_unsupported {
         if !job.ignore_unsupported_labels {
@@ -158,6 +161,7 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
         None
     };
     Ok(Checked {
+        asked,
         job,
         labels_unsupported,
         skip,
@@ -167,7 +171,6 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
 /// The report of a pass the root alone settled: the root was looked at, nothing changed.
 fn skipped(
     root: &Root,
-    job: &Job,
     checked: &Checked,
     options: &Options,
     progress: &Progress,
@@ -175,7 +178,14 @@ fn skipped(
 ) -> Report {
     progress.visit();
     progress.record(walk::Visited::Unchanged);
-    let mut report = Report::new(root, job, options, progress, checked.skip, started);
+    let mut report = Report::new(
+        root,
+        &checked.asked,
+        options,
+        progress,
+        checked.skip,
+        started,
+    );
     report.labels_unsupported = checked.labels_unsupported;
     report
 }
