@@ -170,32 +170,6 @@ fn bad_arguments_are_refused_and_change_nothing() {
 
 // ----------------------------------------------------------------------------- exit 1
 
-/// `chattr +i` for the life of the test, undone on drop so the image can go.
-struct Immutable(PathBuf);
-
-impl Immutable {
-    fn set(path: &Path) -> Immutable {
-        let out = Command::new("chattr")
-            .arg("+i")
-            .arg(path)
-            .output()
-            .expect("chattr");
-        assert!(
-            out.status.success(),
-            "chattr +i {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Immutable(path.to_path_buf())
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_failing_entry_is_listed_and_the_root_is_left_unchanged() {
     let fs = Mounted::ext4(32);

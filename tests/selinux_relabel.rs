@@ -357,12 +357,11 @@ fn a_nested_filesystem_without_labels_stops_the_pass_once_or_is_not_needed() {
     build_tree(&vol);
     let inner = vol.join("a/ram");
     std::fs::create_dir(&inner).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "ramfs", "volsec-ramfs"])
-        .arg(&inner)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount ramfs at {}", inner.display());
+    succeeds(
+        Command::new("mount")
+            .args(["-t", "ramfs", "volsec-ramfs"])
+            .arg(&inner),
+    );
     for name in ["x", "y", "z"] {
         write_file(&inner.join(name), 0o644);
     }
@@ -417,13 +416,12 @@ fn a_file_bind_mounted_into_the_volume_is_skipped_not_relabelled() {
     write_file(&host.join("shadow"), 0o600);
     let over = vol.join("a/shadow");
     write_file(&over, 0o644);
-    let bound = Command::new("mount")
-        .arg("--bind")
-        .arg(host.join("shadow"))
-        .arg(&over)
-        .status()
-        .unwrap();
-    assert!(bound.success(), "bind-mount a file at {}", over.display());
+    succeeds(
+        Command::new("mount")
+            .arg("--bind")
+            .arg(host.join("shadow"))
+            .arg(&over),
+    );
 
     let report = relabel(&vol, &["--context", LABEL]);
     assert_eq!(report["outcome"], "complete", "{report}");
@@ -451,16 +449,7 @@ fn the_root_keeps_its_label_when_an_entry_below_fails() {
     let fs = Mounted::ext4(64);
     let vol = fs.subdir("vol");
     build_tree(&vol);
-    let stuck = vol.join("a/b/f21");
-    let immutable = |flag: &str| {
-        let ok = Command::new("chattr")
-            .arg(flag)
-            .arg(&stuck)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "chattr {flag} {}", stuck.display());
-    };
-    immutable("+i");
+    let stuck = Immutable::set(&vol.join("a/b/f21"));
     let root_before = raw_label(&vol);
 
     let out = volsec()
@@ -468,7 +457,7 @@ fn the_root_keeps_its_label_when_an_entry_below_fails() {
         .arg(&vol)
         .output()
         .unwrap();
-    immutable("-i");
+    drop(stuck);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert_eq!(report["failed"], 1, "{report}");

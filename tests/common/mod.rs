@@ -179,3 +179,20 @@ pub fn all_paths(root: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// `chattr +i` for the life of a test (an entry even root cannot change: EPERM), undone on
+/// drop so the image can go.
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    pub fn set(path: &Path) -> Immutable {
+        succeeds(Command::new("chattr").arg("+i").arg(path));
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
