@@ -17,12 +17,13 @@ use volsec::prepare::SkipReason;
 fn ownership(c: &mut Criterion) {
     let (_scratch, mut bed) = common::reference_tree("ownership");
 
+    let tree = bed.path.clone();
     let mut g = c.benchmark_group("ownership");
     common::configure(&mut g, &bed);
 
     g.bench_function("all-change/volsec", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 drop(
                     bed.volsec(Some(Target::Flip), None, ChangePolicy::Always, 0)
                         .unwrap(),
@@ -32,18 +33,18 @@ fn ownership(c: &mut Criterion) {
     });
     g.bench_function("all-change/kubelet-serial", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 bed.kubelet(Target::Flip, ChangePolicy::Always).unwrap();
             })
         })
     });
     g.bench_function("all-change/chgrp-R", |b| {
-        b.iter_custom(|n| common::timed(n, || bed.chgrp().unwrap()))
+        b.iter_custom(|n| common::timed(n, &tree, || bed.chgrp().unwrap()))
     });
 
     g.bench_function("none-change/volsec", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 drop(
                     bed.volsec(Some(Target::Keep), None, ChangePolicy::Always, 0)
                         .unwrap(),
@@ -53,7 +54,7 @@ fn ownership(c: &mut Criterion) {
     });
     g.bench_function("none-change/kubelet-serial", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 bed.kubelet(Target::Keep, ChangePolicy::Always).unwrap();
             })
         })
@@ -70,7 +71,7 @@ fn ownership(c: &mut Criterion) {
     );
     g.bench_function("on-root-mismatch/volsec", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 drop(
                     bed.volsec(Some(Target::Keep), None, ChangePolicy::OnRootMismatch, 0)
                         .unwrap(),
@@ -80,7 +81,7 @@ fn ownership(c: &mut Criterion) {
     });
     g.bench_function("on-root-mismatch/kubelet-serial", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 bed.kubelet(Target::Keep, ChangePolicy::OnRootMismatch)
                     .unwrap();
             })

@@ -17,12 +17,13 @@ use volsec::ownership::ChangePolicy;
 fn selinux(c: &mut Criterion) {
     let (_scratch, mut bed) = common::reference_tree("selinux");
 
+    let tree = bed.path.clone();
     let mut g = c.benchmark_group("selinux");
     common::configure(&mut g, &bed);
 
     g.bench_function("relabel-all-differ/volsec", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 drop(
                     bed.volsec(None, Some(Target::Flip), ChangePolicy::Always, 0)
                         .unwrap(),
@@ -32,7 +33,7 @@ fn selinux(c: &mut Criterion) {
     });
     g.bench_function("relabel-all-differ/go-selinux", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 bed.go_selinux(Target::Flip).unwrap();
             })
         })
@@ -40,7 +41,7 @@ fn selinux(c: &mut Criterion) {
 
     g.bench_function("relabel-all-right/volsec", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 drop(
                     bed.volsec(None, Some(Target::Keep), ChangePolicy::Always, 0)
                         .unwrap(),
@@ -50,7 +51,7 @@ fn selinux(c: &mut Criterion) {
     });
     g.bench_function("relabel-all-right/go-selinux-fast-mode", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 bed.go_selinux(Target::Keep).unwrap();
             })
         })
@@ -58,7 +59,7 @@ fn selinux(c: &mut Criterion) {
 
     g.bench_function("fused-all-differ/volsec", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 drop(
                     bed.volsec(
                         Some(Target::Flip),
@@ -73,7 +74,7 @@ fn selinux(c: &mut Criterion) {
     });
     g.bench_function("fused-all-differ/kubelet-serial-then-go-selinux", |b| {
         b.iter_custom(|n| {
-            common::timed(n, || {
+            common::timed(n, &tree, || {
                 bed.kubelet(Target::Flip, ChangePolicy::Always).unwrap();
                 bed.go_selinux(Target::Flip).unwrap();
             })

@@ -2,16 +2,19 @@
 //! group settings, and the timing of passes that each leave the tree in a new state.
 
 use criterion::{measurement::WallTime, BenchmarkGroup, SamplingMode, Throughput};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use volsec::bench::bed::Bed;
 use volsec::bench::scratch::Scratch;
 use volsec::bench::tree::{Shape, Spec};
 
-/// Total time of `iters` passes, for `iter_custom`: each pass is timed alone, so nothing
+/// Total time of `iters` passes over `tree`, for `iter_custom`: each pass is timed alone,
+/// after the one before has been written back ([`volsec::bench::bed::settle`]), so nothing
 /// between passes is counted.
-pub fn timed(iters: u64, mut pass: impl FnMut()) -> Duration {
+pub fn timed(iters: u64, tree: &Path, mut pass: impl FnMut()) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
+        volsec::bench::bed::settle(tree).expect("syncfs of the bench tree");
         let start = Instant::now();
         pass();
         total += start.elapsed();

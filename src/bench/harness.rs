@@ -337,6 +337,8 @@ fn run_scenario(
             let i = (turn + rep) % impls.len();
             if config.cold {
                 drop_caches()?;
+            } else {
+                bed.settle()?;
             }
             let measured = match (impls[i], &config.volsec_exe) {
                 (Implementation::Volsec(threads), Some(exe)) if rep == 0 => {

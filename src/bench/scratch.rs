@@ -22,6 +22,9 @@ pub enum FsKind {
     Tmpfs,
 }
 
+/// The size of a scratch ext4 or xfs image (sparse; see [`Scratch::create`]).
+pub const IMAGE_BYTES: u64 = 128 << 30;
+
 /// A directory to build trees in, torn down (unmounted, image removed) when dropped.
 pub struct Scratch {
     dir: PathBuf,
@@ -99,12 +102,13 @@ impl Scratch {
                     s.dir.file_name().unwrap_or_default().to_string_lossy()
                 ));
                 s.image = Some(image.clone());
-                // Room for the inode tables and directory blocks, and at least 2 GiB (the
-                // image is sparse: only what is written takes memory). mkfs sizes the journal
-                // by the filesystem: a 200 MiB image gets 8 MiB, which makes any
-                // metadata-heavy pass wait on journal checkpoints; volumes that hold this
-                // many files are rarely that small, and from 1 GiB on the journal is 64 MiB.
-                let bytes = (inodes * 1024).max(2 << 30);
+                // Sized like the volumes volsec is for, not like the tree: a sparse 128 GiB
+                // image (only what is written takes memory), which mkfs gives the journal it
+                // gives every ext4 volume from 128 GiB up (1 GiB). A 2 GiB image gets 64 MiB,
+                // which one 200,000-inode pass fills (its inode-table blocks alone are 50 MiB),
+                // so every pass, of every tool, stalls on checkpoints of the pass before: the
+                // benchmark then times the loop device's queue, not the tool.
+                let bytes = (inodes * 1024).max(IMAGE_BYTES);
                 std::fs::File::create(&image)?.set_len(bytes)?;
                 let inode_count = (inodes + inodes / 4 + 10_000).to_string();
                 match kind {
