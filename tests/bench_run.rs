@@ -175,7 +175,9 @@ fn a_fresh_xfs_image_is_made_on_request() {
     );
     let r = Results::load(&json).unwrap();
     assert!(
-        r.machine.filesystem.starts_with("xfs (loop-mounted image"),
+        r.machine
+            .filesystem
+            .starts_with("xfs (sparse 128 GiB image in /dev/shm, loop-mounted"),
         "{}",
         r.machine.filesystem
     );

@@ -33,7 +33,7 @@ pub struct Machine {
     pub cpu_model: String,
     pub kernel: String,
     pub memory_bytes: u64,
-    /// The filesystem the trees were on, e.g. `ext4 (loop-mounted image in /dev/shm, RAM-backed)`.
+    /// The filesystem the trees were on, e.g. `ext4 (sparse 128 GiB image in /dev/shm, loop-mounted, RAM-backed)`.
     pub filesystem: String,
     /// `/proc/loadavg` at the start and the end: a loaded machine gives noisy numbers.
     pub loadavg_start: String,

@@ -129,8 +129,9 @@ impl Scratch {
                     .arg(&image)
                     .arg(&s.dir))?;
                 s.description = format!(
-                    "{} (loop-mounted image in /dev/shm, RAM-backed)",
-                    if kind == FsKind::Ext4 { "ext4" } else { "xfs" }
+                    "{} (sparse {} GiB image in /dev/shm, loop-mounted, RAM-backed)",
+                    if kind == FsKind::Ext4 { "ext4" } else { "xfs" },
+                    bytes >> 30
                 );
             }
         }

@@ -53,7 +53,8 @@ struct PassArgs {
 ///
 /// The baselines are path-based re-creations of kubelet's and go-selinux's walks; they are
 /// only ever run on the trees generated here. By default the trees live on a RAM-backed
-/// ext4 (an image in /dev/shm, loop-mounted; root), or tmpfs in /dev/shm without root.
+/// ext4 (a sparse 128 GiB image in /dev/shm, loop-mounted, mkfs's 1 GiB journal; root), or
+/// tmpfs in /dev/shm without root. Each timed pass starts after a syncfs (untimed).
 ///
 /// Examples:
 ///   volsec bench run --json bench.json --plot scaling.svg
