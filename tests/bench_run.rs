@@ -127,6 +127,45 @@ fn bad_arguments_are_refused_in_one_sentence() {
 }
 
 #[test]
+fn the_image_size_sets_the_journal_and_is_recorded() {
+    require_root();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("run.json");
+    succeeds(
+        volsec()
+            .args([
+                "bench", "run", "--quiet", "--shapes", "kubelet", "--sizes", "600",
+            ])
+            .args(["--scenarios", "ownership-all", "--repetitions", "1"])
+            .args(["--image-size", "2G", "--json"])
+            .arg(&json),
+    );
+    let r = Results::load(&json).unwrap();
+    assert_eq!(
+        r.machine.filesystem,
+        "ext4 (sparse 2 GiB image in /dev/shm, 64 MiB journal, loop-mounted, RAM-backed)"
+    );
+    let out = volsec()
+        .args([
+            "bench",
+            "run",
+            "--quiet",
+            "--sizes",
+            "600",
+            "--image-size",
+            "512M",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--image-size: 512 MiB has no room for the inode tables of 600 inodes"),
+        "{err}"
+    );
+}
+
+#[test]
 fn chgrp_runs_only_when_asked_for() {
     let fs = Mounted::tmpfs();
     let out_dir = tempfile::tempdir().unwrap();
@@ -177,7 +216,7 @@ fn a_fresh_xfs_image_is_made_on_request() {
     assert!(
         r.machine
             .filesystem
-            .starts_with("xfs (sparse 128 GiB image in /dev/shm, loop-mounted"),
+            .starts_with("xfs (sparse 128 GiB image in /dev/shm, 64 MiB log, loop-mounted"),
         "{}",
         r.machine.filesystem
     );

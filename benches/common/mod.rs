@@ -26,7 +26,8 @@ pub fn timed(iters: u64, tree: &Path, mut pass: impl FnMut()) -> Duration {
 /// The scratch must outlive the bed: it unmounts when dropped.
 pub fn reference_tree(bench: &str) -> (Scratch, Bed) {
     let inodes = volsec::bench::criterion_tree_inodes();
-    let scratch = Scratch::ram_backed(inodes).expect("a scratch filesystem for the tree");
+    let scratch = Scratch::ram_backed(inodes, volsec::bench::scratch::IMAGE_BYTES)
+        .expect("a scratch filesystem for the tree");
     eprintln!("{bench} bench: {inodes} inodes on {}", scratch.description);
     let bed = Bed::build(scratch.path(), "tree", Spec::new(Shape::Kubelet, inodes))
         .expect("the benchmark tree");

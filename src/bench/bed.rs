@@ -170,11 +170,14 @@ pub fn run_volsec(path: &Path, job: &Job, threads: usize) -> io::Result<Report> 
 }
 
 /// Writes back what earlier passes left dirty and commits the journal (`syncfs`), untimed,
-/// before every timed pass. Each pass then starts from the same clean journal whichever
-/// tool ran before it, rather than paying for the checkpoints of the one before (or, run
-/// after a faster tool, for more of them).
+/// before every timed pass, so that each pass starts from the same state whichever tool ran
+/// before it, rather than paying for the checkpoints of the one before (or, run after a
+/// faster tool, for more of them). On ext4 that leaves nothing for a checkpoint to write;
+/// on xfs the log is forced but the written inodes stay in its active list until xfs
+/// pushes them, so a pass may still push some of the one before.
 pub fn settle(tree: &Path) -> io::Result<()> {
-    let dir = std::fs::File::open(tree)?;
-    rustix::fs::syncfs(&dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("syncfs {}: {e}", tree.display())))
+    let named =
+        |e: io::Error, op: &str| io::Error::new(e.kind(), format!("{op} {}: {e}", tree.display()));
+    let dir = std::fs::File::open(tree).map_err(|e| named(e, "open"))?;
+    rustix::fs::syncfs(&dir).map_err(|e| named(e.into(), "syncfs"))
 }

@@ -4,7 +4,9 @@
 //! A comparison is only fair when both sides meet the same machine in the same state, so
 //! the implementations of a scenario take turns within each repetition (and the turn order
 //! rotates from one repetition to the next), instead of running all of volsec and then all
-//! of the baseline while the machine's load drifts.
+//! of the baseline while the machine's load drifts. For the same reason every timed pass
+//! starts after the filesystem has been written back ([`super::bed::settle`], untimed): a
+//! pass must not pay for the journal work of whichever pass ran before it.
 //!
 //! Times are taken around the library call of the pass, nothing else. Peak RSS needs a
 //! process of its own: volsec's first repetition of each scenario and thread count runs in
@@ -154,6 +156,8 @@ pub struct Config {
     /// the RAM-backed default.
     pub scratch: Option<PathBuf>,
     pub fs: Option<super::scratch::FsKind>,
+    /// The size of an ext4 or xfs scratch image (sparse), which sets its journal's size.
+    pub image_bytes: u64,
     pub seed: u64,
     /// Progress lines on stderr.
     pub verbose: bool,
@@ -172,6 +176,7 @@ impl Default for Config {
             volsec_exe: None,
             scratch: None,
             fs: None,
+            image_bytes: super::scratch::IMAGE_BYTES,
             seed: Spec::DEFAULT_SEED,
             verbose: false,
         }
@@ -223,7 +228,7 @@ pub fn run(config: &Config) -> io::Result<Results> {
         // another's leftovers, and dropping a loop image is quicker than deleting a tree.
         let own = match shared {
             Some(_) => None,
-            None => Some(new_filesystem(config.fs, spec.inodes)?),
+            None => Some(new_filesystem(config, spec.inodes)?),
         };
         let scratch = shared.as_ref().or(own.as_ref()).expect("one of the two");
         filesystem.get_or_insert_with(|| scratch.description.clone());
@@ -290,10 +295,10 @@ pub fn run(config: &Config) -> io::Result<Results> {
 }
 
 /// A filesystem made for one tree: `kind`, or the RAM-backed default.
-fn new_filesystem(kind: Option<super::scratch::FsKind>, inodes: u64) -> io::Result<Scratch> {
-    match kind {
-        Some(kind) => Scratch::create(kind, inodes),
-        None => Scratch::ram_backed(inodes),
+fn new_filesystem(config: &Config, inodes: u64) -> io::Result<Scratch> {
+    match config.fs {
+        Some(kind) => Scratch::create(kind, inodes, config.image_bytes),
+        None => Scratch::ram_backed(inodes, config.image_bytes),
     }
 }
 

@@ -22,13 +22,17 @@ pub enum FsKind {
     Tmpfs,
 }
 
-/// The size of a scratch ext4 or xfs image (sparse; see [`Scratch::create`]).
+/// The default size of a scratch ext4 or xfs image (sparse; see [`Scratch::create`]).
 pub const IMAGE_BYTES: u64 = 128 << 30;
+
+/// What an image needs per inode of the tree, at most: its share of the inode tables
+/// (256-byte inodes, a quarter spare) and of the directory blocks.
+const BYTES_PER_INODE: u64 = 1024;
 
 /// A directory to build trees in, torn down (unmounted, image removed) when dropped.
 pub struct Scratch {
     dir: PathBuf,
-    /// What is under `dir`, for the report: `ext4 (loop image in /dev/shm)`, ...
+    /// What is under `dir`, for the report: `ext4 (sparse 128 GiB image in /dev/shm, ...)`.
     pub description: String,
     mounted: bool,
     image: Option<PathBuf>,
@@ -37,9 +41,9 @@ pub struct Scratch {
 
 impl Scratch {
     /// The default: a RAM-backed ext4 as root, a tmpfs directory otherwise.
-    pub fn ram_backed(inodes: u64) -> io::Result<Scratch> {
+    pub fn ram_backed(inodes: u64, image_bytes: u64) -> io::Result<Scratch> {
         if rustix::process::geteuid().is_root() {
-            Scratch::create(FsKind::Ext4, inodes)
+            Scratch::create(FsKind::Ext4, inodes, image_bytes)
         } else {
             let dir = fresh_dir(Path::new("/dev/shm"))?;
             Ok(Scratch {
@@ -73,9 +77,9 @@ impl Scratch {
         })
     }
 
-    /// A fresh filesystem of `kind`, big enough for `inodes` inodes, mounted on a new
-    /// directory. Needs root.
-    pub fn create(kind: FsKind, inodes: u64) -> io::Result<Scratch> {
+    /// A fresh filesystem of `kind` for `inodes` inodes, mounted on a new directory; an
+    /// ext4 or xfs one is a sparse image of `image_bytes` in `/dev/shm`. Needs root.
+    pub fn create(kind: FsKind, inodes: u64, image_bytes: u64) -> io::Result<Scratch> {
         if !rustix::process::geteuid().is_root() {
             return Err(io::Error::other(
                 "making a filesystem to benchmark on needs root (mount); give --scratch DIR instead",
@@ -96,48 +100,69 @@ impl Scratch {
                     .arg(&s.dir))?;
                 s.description = "tmpfs".into();
             }
-            FsKind::Ext4 | FsKind::Xfs => {
-                let image = PathBuf::from(format!(
-                    "/dev/shm/{}.img",
-                    s.dir.file_name().unwrap_or_default().to_string_lossy()
-                ));
-                s.image = Some(image.clone());
-                // Sized like the volumes volsec is for, not like the tree: a sparse 128 GiB
-                // image (only what is written takes memory), which mkfs gives the journal it
-                // gives every ext4 volume from 128 GiB up (1 GiB). A 2 GiB image gets 64 MiB,
-                // which one 200,000-inode pass fills (its inode-table blocks alone are 50 MiB),
-                // so every pass, of every tool, stalls on checkpoints of the pass before: the
-                // benchmark then times the loop device's queue, not the tool.
-                let bytes = (inodes * 1024).max(IMAGE_BYTES);
-                std::fs::File::create(&image)?.set_len(bytes)?;
-                let inode_count = (inodes + inodes / 4 + 10_000).to_string();
-                match kind {
-                    FsKind::Ext4 => run(Command::new("mkfs.ext4")
-                        .args(["-q", "-F", "-I", "256", "-N", &inode_count])
-                        .arg(&image))?,
-                    _ => run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&image)).map_err(
-                        |e| match e.kind() {
-                            io::ErrorKind::NotFound => io::Error::other(
-                                "mkfs.xfs is not installed: install xfsprogs to benchmark on xfs",
-                            ),
-                            _ => e,
-                        },
-                    )?,
-                }
-                run(Command::new("mount")
-                    .args(["-o", "loop"])
-                    .arg(&image)
-                    .arg(&s.dir))?;
-                s.description = format!(
-                    "{} (sparse {} GiB image in /dev/shm, loop-mounted, RAM-backed)",
-                    if kind == FsKind::Ext4 { "ext4" } else { "xfs" },
-                    bytes >> 30
-                );
-            }
+            FsKind::Ext4 | FsKind::Xfs => s.make_image(kind, inodes, image_bytes)?,
         }
         s.mounted = true;
         register(&s);
         Ok(s)
+    }
+
+    /// The image is sized like the volumes volsec is for, not like the tree, because mkfs
+    /// sizes the journal by the filesystem: 1 GiB from 128 GiB up (the default), 64 MiB at
+    /// 2 GiB, which one 200,000-inode pass outgrows (its inode-table blocks alone are 50 MiB),
+    /// so that every pass, of every tool, waits midway for checkpoints through the loop
+    /// device. The image is sparse, but the journal comes to take its whole size in memory
+    /// as passes write, so the free space of `/dev/shm` is checked first.
+    fn make_image(&mut self, kind: FsKind, inodes: u64, bytes: u64) -> io::Result<()> {
+        let image = PathBuf::from(format!(
+            "/dev/shm/{}.img",
+            self.dir.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let tables = inodes * BYTES_PER_INODE;
+        if bytes < tables + (1 << 30) {
+            return Err(io::Error::other(format!(
+                "--image-size: {} MiB has no room for the inode tables of {inodes} inodes and a journal; give at least {} MiB",
+                bytes >> 20,
+                (tables >> 20) + 1024
+            )));
+        }
+        self.image = Some(image.clone());
+        std::fs::File::create(&image)?.set_len(bytes)?;
+        let inode_count = (inodes + inodes / 4 + 10_000).to_string();
+        let log = match kind {
+            FsKind::Ext4 => {
+                run(Command::new("mkfs.ext4")
+                    .args(["-q", "-F", "-I", "256", "-N", &inode_count])
+                    .arg(&image))?;
+                ext4_journal_bytes(&image)?
+            }
+            _ => {
+                run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&image)).map_err(
+                    |e| match e.kind() {
+                        io::ErrorKind::NotFound => io::Error::other(
+                            "mkfs.xfs is not installed: install xfsprogs to benchmark on xfs",
+                        ),
+                        _ => e,
+                    },
+                )?;
+                xfs_log_bytes(&image)?
+            }
+        };
+        enough_memory(&image, log + tables)?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&self.dir))?;
+        let (name, log_name) = match kind {
+            FsKind::Ext4 => ("ext4", "journal"),
+            _ => ("xfs", "log"),
+        };
+        self.description = format!(
+            "{name} (sparse {} GiB image in /dev/shm, {} MiB {log_name}, loop-mounted, RAM-backed)",
+            bytes >> 30,
+            log >> 20
+        );
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -235,7 +260,72 @@ fn fresh_dir(parent: &Path) -> io::Result<PathBuf> {
     )))
 }
 
-fn run(cmd: &mut Command) -> io::Result<()> {
+/// The size of an ext4 image's journal, as `dumpe2fs -h` reports it ("Total journal size").
+fn ext4_journal_bytes(image: &Path) -> io::Result<u64> {
+    let out = output(Command::new("dumpe2fs").arg("-h").arg(image))?;
+    out.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().ends_with("ournal size"))
+        .and_then(|(_, v)| parse_size(v.trim()))
+        .ok_or_else(|| {
+            io::Error::other(format!("dumpe2fs -h {}: no journal size", image.display()))
+        })
+}
+
+/// The size of an xfs image's log, from its superblock.
+fn xfs_log_bytes(image: &Path) -> io::Result<u64> {
+    let out = output(
+        Command::new("xfs_db")
+            .args(["-r", "-c", "sb 0", "-c", "p logblocks", "-c", "p blocksize"])
+            .arg(image),
+    )?;
+    let field = |name: &str| {
+        out.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == name)
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+    };
+    match (field("logblocks"), field("blocksize")) {
+        (Some(blocks), Some(size)) => Ok(blocks * size),
+        _ => Err(io::Error::other(format!(
+            "xfs_db {}: no log size",
+            image.display()
+        ))),
+    }
+}
+
+/// `1024M`, `64M`, `1G` as dumpe2fs prints them.
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let shift = match unit {
+        "k" | "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    num.parse::<u64>().ok().map(|n| n << shift)
+}
+
+/// Refuses an image whose journal and tables would not fit in what `/dev/shm` has left: a
+/// full `/dev/shm` fails the loop device's writes and aborts the journal mid-pass.
+fn enough_memory(image: &Path, needed: u64) -> io::Result<()> {
+    let st = rustix::fs::statvfs("/dev/shm")?;
+    let free = st.f_bavail * st.f_frsize;
+    if free < needed {
+        return Err(io::Error::other(format!(
+            "{}: /dev/shm has {} MiB free, and this image will take about {} MiB of it as passes \
+             write (its journal and inode tables); free memory, give a smaller --image-size \
+             (mkfs then makes a smaller journal), or --scratch DIR",
+            image.display(),
+            free >> 20,
+            needed >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `cmd` and returns its standard output.
+fn output(cmd: &mut Command) -> io::Result<String> {
     let out = cmd
         .output()
         .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: cannot run it: {e}")))?;
@@ -245,7 +335,11 @@ fn run(cmd: &mut Command) -> io::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(cmd: &mut Command) -> io::Result<()> {
+    output(cmd).map(drop)
 }
 
 /// The filesystem type of `dir`, from `statfs`'s magic number.
@@ -264,5 +358,20 @@ pub fn fs_type(dir: &Path) -> &'static str {
         0x6969 => "nfs",
         0x794c_7630 => "overlayfs",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn journal_sizes_as_dumpe2fs_prints_them() {
+        assert_eq!(parse_size("1024M"), Some(1 << 30));
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("4096k"), Some(4 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("1024"), None);
+        assert_eq!(parse_size("M"), None);
     }
 }

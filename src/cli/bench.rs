@@ -54,7 +54,8 @@ struct PassArgs {
 /// The baselines are path-based re-creations of kubelet's and go-selinux's walks; they are
 /// only ever run on the trees generated here. By default the trees live on a RAM-backed
 /// ext4 (a sparse 128 GiB image in /dev/shm, loop-mounted, mkfs's 1 GiB journal; root), or
-/// tmpfs in /dev/shm without root. Each timed pass starts after a syncfs (untimed).
+/// tmpfs in /dev/shm without root. Each timed pass starts after a syncfs (untimed; with
+/// --cold, a sync and a drop of the caches).
 ///
 /// Examples:
 ///   volsec bench run --json bench.json --plot scaling.svg
@@ -96,7 +97,7 @@ struct RunArgs {
     cold: bool,
 
     /// Also time `chgrp -R` in ownership-all: the floor of any chown pass (fchownat on every
-    /// entry, no stat), not what a node runs today; adds about 30 s to the standard suite.
+    /// entry, no stat), not what a node runs today; adds about a tenth to the standard suite.
     #[arg(long)]
     with_chgrp: bool,
 
@@ -108,6 +109,13 @@ struct RunArgs {
     /// loop-mounted, or a tmpfs (needs root). Default: ext4 as root, else tmpfs /dev/shm.
     #[arg(long, value_enum)]
     fs: Option<FsKind>,
+
+    /// Size of the ext4 or xfs image (sparse; `G` and `M` suffixes). mkfs sizes the journal
+    /// by it: ext4 gets 64 MiB at 2G, 128 MiB at 16G, 256 MiB at 32G, 1 GiB from 128G up,
+    /// and a pass that logs more than a quarter of its journal waits for checkpoints.
+    #[arg(long, value_name = "SIZE", default_value = "128G", value_parser = parse_bytes,
+          conflicts_with = "scratch")]
+    image_size: u64,
 
     /// Seed of the tree generator.
     #[arg(long, default_value_t = Spec::DEFAULT_SEED)]
@@ -257,6 +265,7 @@ fn run_suite(a: RunArgs) -> u8 {
         volsec_exe: std::env::current_exe().ok(),
         scratch: a.scratch,
         fs: a.fs,
+        image_bytes: a.image_size,
         seed: a.seed,
         verbose: !a.quiet,
     };
@@ -361,4 +370,19 @@ fn parse_count(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not an inode count (e.g. 200000, 200k, 2M)"))?;
     Ok((n * mult as f64).round() as u64)
+}
+
+/// `128G`, `2G`, `512M`: a size in bytes (binary units).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.chars().last() {
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 128G, 2G, 512M)"))
 }
