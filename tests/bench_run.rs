@@ -129,18 +129,7 @@ fn bad_arguments_are_refused_in_one_sentence() {
 #[test]
 fn the_image_size_sets_the_journal_and_is_recorded() {
     require_root();
-    let out_dir = tempfile::tempdir().unwrap();
-    let json = out_dir.path().join("run.json");
-    succeeds(
-        volsec()
-            .args([
-                "bench", "run", "--quiet", "--shapes", "kubelet", "--sizes", "600",
-            ])
-            .args(["--scenarios", "ownership-all", "--repetitions", "1"])
-            .args(["--image-size", "2G", "--json"])
-            .arg(&json),
-    );
-    let r = Results::load(&json).unwrap();
+    let r = one_small_tree(&["--scenarios", "ownership-all", "--image-size", "2G"]);
     assert_eq!(
         r.machine.filesystem,
         "ext4 (sparse 2 GiB image in /dev/shm, 64 MiB journal, loop-mounted, RAM-backed)"
@@ -168,25 +157,8 @@ fn the_image_size_sets_the_journal_and_is_recorded() {
 #[test]
 fn chgrp_runs_only_when_asked_for() {
     let fs = Mounted::tmpfs();
-    let out_dir = tempfile::tempdir().unwrap();
-    let json = out_dir.path().join("run.json");
-    succeeds(
-        volsec()
-            .args([
-                "bench", "run", "--quiet", "--shapes", "kubelet", "--sizes", "600",
-            ])
-            .args([
-                "--scenarios",
-                "ownership-all",
-                "--repetitions",
-                "1",
-                "--scratch",
-            ])
-            .arg(fs.path())
-            .arg("--json")
-            .arg(&json),
-    );
-    let r = Results::load(&json).unwrap();
+    let scratch = fs.path().to_str().unwrap();
+    let r = one_small_tree(&["--scenarios", "ownership-all", "--scratch", scratch]);
     let implementations: Vec<&str> = r.rows.iter().map(|r| r.implementation.as_str()).collect();
     assert_eq!(implementations, ["volsec", "kubelet-serial"]);
 }
@@ -201,18 +173,7 @@ fn a_fresh_xfs_image_is_made_on_request() {
             .is_ok(),
         "mkfs.xfs is missing: install xfsprogs (.ci/run does) to test `--fs xfs`"
     );
-    let out_dir = tempfile::tempdir().unwrap();
-    let json = out_dir.path().join("run.json");
-    succeeds(
-        volsec()
-            .args([
-                "bench", "run", "--quiet", "--fs", "xfs", "--shapes", "kubelet",
-            ])
-            .args(["--sizes", "600", "--scenarios", "ownership-all,relabel-all"])
-            .args(["--repetitions", "1", "--json"])
-            .arg(&json),
-    );
-    let r = Results::load(&json).unwrap();
+    let r = one_small_tree(&["--fs", "xfs", "--scenarios", "ownership-all,relabel-all"]);
     assert!(
         r.machine
             .filesystem
@@ -225,4 +186,22 @@ fn a_fresh_xfs_image_is_made_on_request() {
         .iter()
         .filter(|row| row.is_volsec())
         .all(|row| row.changed == Some(row.inodes)));
+}
+
+/// `volsec bench run` on one 600-inode `kubelet` tree, one repetition, with `args`; its
+/// JSON results.
+fn one_small_tree(args: &[&str]) -> Results {
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("run.json");
+    succeeds(
+        volsec()
+            .args([
+                "bench", "run", "--quiet", "--shapes", "kubelet", "--sizes", "600",
+            ])
+            .args(["--repetitions", "1"])
+            .args(args)
+            .arg("--json")
+            .arg(&json),
+    );
+    Results::load(&json).unwrap()
 }
