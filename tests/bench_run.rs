@@ -134,24 +134,30 @@ fn the_image_size_sets_the_journal_and_is_recorded() {
         r.machine.filesystem,
         "ext4 (sparse 2 GiB image in /dev/shm, 64 MiB journal, loop-mounted, RAM-backed)"
     );
-    let out = volsec()
-        .args([
-            "bench",
-            "run",
-            "--quiet",
-            "--sizes",
-            "600",
-            "--image-size",
-            "512M",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--image-size: 512 MiB has no room for the inode tables of 600 inodes"),
-        "{err}"
-    );
+    for (args, says) in [
+        (
+            &["--image-size", "512M"][..],
+            "--image-size 512 MiB is below the 1025 MiB minimum for 600 inodes",
+        ),
+        (&["--image-size", "2"], "\"2\" is not a size: give G or M"),
+        (
+            &["--image-size", "2G", "--fs", "tmpfs"],
+            "--image-size sizes an ext4 or xfs image",
+        ),
+        (
+            &["--image-size", "2G", "--scratch", "/tmp"],
+            "cannot be used with",
+        ),
+    ] {
+        let out = volsec()
+            .args(["bench", "run", "--quiet", "--sizes", "600"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -210,6 +210,10 @@ pub fn run(config: &Config) -> io::Result<Results> {
     for spec in config.specs() {
         super::tree::plan(spec).map_err(io::Error::other)?;
     }
+    if config.scratch.is_none() && config.fs != Some(super::scratch::FsKind::Tmpfs) {
+        let most = config.specs().iter().map(|s| s.inodes).max().unwrap_or(0);
+        super::scratch::check_image_size(most, config.image_bytes)?;
+    }
     if config.cold && !rustix::process::geteuid().is_root() {
         return Err(io::Error::other(
             "--cold drops the kernel's caches (/proc/sys/vm/drop_caches) and needs root",

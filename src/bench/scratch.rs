@@ -109,25 +109,22 @@ impl Scratch {
 
     /// The image is sized like the volumes volsec is for, not like the tree, because mkfs
     /// sizes the journal by the filesystem: 1 GiB from 128 GiB up (the default), 64 MiB at
-    /// 2 GiB, which one 200,000-inode pass outgrows (its inode-table blocks alone are 50 MiB),
-    /// so that every pass, of every tool, waits midway for checkpoints through the loop
-    /// device. The image is sparse, but the journal comes to take its whole size in memory
-    /// as passes write, so the free space of `/dev/shm` is checked first.
+    /// 2 GiB. A pass must wait for checkpoints once about three quarters of the journal is
+    /// in use, and a 200,000-inode pass that writes every inode logs about that much (its
+    /// inode-table blocks alone are 50 MiB), so on a 2 GiB image every such pass, of every
+    /// tool, waits midway on the loop device. The image is sparse, but the journal comes to
+    /// take its whole size in memory as passes write, so `/dev/shm` is checked for room first.
     fn make_image(&mut self, kind: FsKind, inodes: u64, bytes: u64) -> io::Result<()> {
         let image = PathBuf::from(format!(
             "/dev/shm/{}.img",
             self.dir.file_name().unwrap_or_default().to_string_lossy()
         ));
+        check_image_size(inodes, bytes)?;
         let tables = inodes * BYTES_PER_INODE;
-        if bytes < tables + (1 << 30) {
-            return Err(io::Error::other(format!(
-                "--image-size: {} MiB has no room for the inode tables of {inodes} inodes and a journal; give at least {} MiB",
-                bytes >> 20,
-                (tables >> 20) + 1024
-            )));
-        }
         self.image = Some(image.clone());
-        std::fs::File::create(&image)?.set_len(bytes)?;
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(bytes))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", image.display())))?;
         let inode_count = (inodes + inodes / 4 + 10_000).to_string();
         let log = match kind {
             FsKind::Ext4 => {
@@ -148,7 +145,7 @@ impl Scratch {
                 xfs_log_bytes(&image)?
             }
         };
-        enough_memory(&image, log + tables)?;
+        enough_memory(log + tables)?;
         run(Command::new("mount")
             .args(["-o", "loop"])
             .arg(&image)
@@ -158,8 +155,8 @@ impl Scratch {
             _ => ("xfs", "log"),
         };
         self.description = format!(
-            "{name} (sparse {} GiB image in /dev/shm, {} MiB {log_name}, loop-mounted, RAM-backed)",
-            bytes >> 30,
+            "{name} (sparse {} image in /dev/shm, {} MiB {log_name}, loop-mounted, RAM-backed)",
+            size_name(bytes),
             log >> 20
         );
         Ok(())
@@ -260,63 +257,107 @@ fn fresh_dir(parent: &Path) -> io::Result<PathBuf> {
     )))
 }
 
-/// The size of an ext4 image's journal, as `dumpe2fs -h` reports it ("Total journal size").
+/// The size of an ext4 image's journal, as `dumpe2fs -h` reports it.
 fn ext4_journal_bytes(image: &Path) -> io::Result<u64> {
     let out = output(Command::new("dumpe2fs").arg("-h").arg(image))?;
-    out.lines()
+    journal_size_from(&out).ok_or_else(|| {
+        io::Error::other(format!(
+            "dumpe2fs -h {}: no journal size in its output",
+            image.display()
+        ))
+    })
+}
+
+/// "Total journal size: 1024M" (or "Journal size:" from older e2fsprogs), in bytes.
+fn journal_size_from(dumpe2fs: &str) -> Option<u64> {
+    dumpe2fs
+        .lines()
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().ends_with("ournal size"))
         .and_then(|(_, v)| parse_size(v.trim()))
-        .ok_or_else(|| {
-            io::Error::other(format!("dumpe2fs -h {}: no journal size", image.display()))
-        })
 }
 
 /// The size of an xfs image's log, from its superblock.
 fn xfs_log_bytes(image: &Path) -> io::Result<u64> {
     let out = output(
         Command::new("xfs_db")
-            .args(["-r", "-c", "sb 0", "-c", "p logblocks", "-c", "p blocksize"])
+            .args([
+                "-f",
+                "-r",
+                "-c",
+                "sb 0",
+                "-c",
+                "p logblocks",
+                "-c",
+                "p blocksize",
+            ])
             .arg(image),
     )?;
+    xfs_log_from(&out).ok_or_else(|| {
+        io::Error::other(format!(
+            "xfs_db {}: no log size in its output",
+            image.display()
+        ))
+    })
+}
+
+/// "logblocks = 16384" and "blocksize = 4096", in bytes.
+fn xfs_log_from(xfs_db: &str) -> Option<u64> {
     let field = |name: &str| {
-        out.lines()
+        xfs_db
+            .lines()
             .filter_map(|l| l.split_once('='))
             .find(|(k, _)| k.trim() == name)
             .and_then(|(_, v)| v.trim().parse::<u64>().ok())
     };
-    match (field("logblocks"), field("blocksize")) {
-        (Some(blocks), Some(size)) => Ok(blocks * size),
-        _ => Err(io::Error::other(format!(
-            "xfs_db {}: no log size",
-            image.display()
-        ))),
-    }
+    field("logblocks")?.checked_mul(field("blocksize")?)
 }
 
-/// `1024M`, `64M`, `1G` as dumpe2fs prints them.
+/// `1024M`, `64M`, `4096k` as dumpe2fs prints them.
 fn parse_size(s: &str) -> Option<u64> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let shift = match unit {
-        "k" | "K" => 10,
-        "M" => 20,
-        "G" => 30,
+    let scale: u64 = match unit {
+        "k" | "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
         _ => return None,
     };
-    num.parse::<u64>().ok().map(|n| n << shift)
+    num.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// An image needs room for the tree's inode tables and a journal: refused before anything
+/// is made, so that a run with several trees fails before the first, not midway.
+pub fn check_image_size(inodes: u64, bytes: u64) -> io::Result<()> {
+    let min_mib = (inodes * BYTES_PER_INODE + (1 << 30)).div_ceil(1 << 20);
+    if bytes < min_mib << 20 {
+        return Err(io::Error::other(format!(
+            "--image-size {} is below the {min_mib} MiB minimum for {inodes} inodes (their inode tables plus 1 GiB)",
+            size_name(bytes)
+        )));
+    }
+    Ok(())
+}
+
+/// `128 GiB`, or `1536 MiB` when not a whole number of GiB.
+fn size_name(bytes: u64) -> String {
+    if bytes % (1 << 30) == 0 {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
 }
 
 /// Refuses an image whose journal and tables would not fit in what `/dev/shm` has left: a
 /// full `/dev/shm` fails the loop device's writes and aborts the journal mid-pass.
-fn enough_memory(image: &Path, needed: u64) -> io::Result<()> {
-    let st = rustix::fs::statvfs("/dev/shm")?;
+fn enough_memory(needed: u64) -> io::Result<()> {
+    let st =
+        rustix::fs::statvfs("/dev/shm").map_err(|e| io::Error::other(format!("/dev/shm: {e}")))?;
     let free = st.f_bavail * st.f_frsize;
     if free < needed {
         return Err(io::Error::other(format!(
-            "{}: /dev/shm has {} MiB free, and this image will take about {} MiB of it as passes \
+            "/dev/shm: {} MiB free, and a scratch image would take about {} MiB of it as passes \
              write (its journal and inode tables); free memory, give a smaller --image-size \
              (mkfs then makes a smaller journal), or --scratch DIR",
-            image.display(),
             free >> 20,
             needed >> 20
         )));
@@ -331,7 +372,8 @@ fn output(cmd: &mut Command) -> io::Result<String> {
         .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: cannot run it: {e}")))?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
-            "{cmd:?} failed: {}",
+            "{cmd:?} failed ({}): {}",
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
@@ -363,7 +405,7 @@ pub fn fs_type(dir: &Path) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::*;
 
     #[test]
     fn journal_sizes_as_dumpe2fs_prints_them() {
@@ -373,5 +415,32 @@ mod tests {
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("1024"), None);
         assert_eq!(parse_size("M"), None);
+        let new = "Journal features:         (none)\nTotal journal size:       1024M\nTotal journal blocks:     262144\n";
+        assert_eq!(journal_size_from(new), Some(1 << 30));
+        let old = "Journal backup:           inode blocks\nJournal size:             64M\n";
+        assert_eq!(journal_size_from(old), Some(64 << 20));
+        assert_eq!(journal_size_from("Inode count: 5\n"), None);
+    }
+
+    #[test]
+    fn xfs_log_size_from_its_superblock_fields() {
+        assert_eq!(
+            xfs_log_from("logblocks = 16384\nblocksize = 4096\n"),
+            Some(64 << 20)
+        );
+        assert_eq!(xfs_log_from("logblocks = 16384\n"), None);
+    }
+
+    #[test]
+    fn the_smallest_image_offered_is_accepted() {
+        let err = check_image_size(600, 512 << 20).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--image-size 512 MiB is below the 1025 MiB minimum for 600 inodes (their inode tables plus 1 GiB)"
+        );
+        assert!(check_image_size(600, 1025 << 20).is_ok());
+        assert!(check_image_size(600, 1024 << 20).is_err());
+        assert_eq!(size_name(1536 << 20), "1536 MiB");
+        assert_eq!(size_name(128 << 30), "128 GiB");
     }
 }

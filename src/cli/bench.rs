@@ -110,12 +110,12 @@ struct RunArgs {
     #[arg(long, value_enum)]
     fs: Option<FsKind>,
 
-    /// Size of the ext4 or xfs image (sparse; `G` and `M` suffixes). mkfs sizes the journal
-    /// by it: ext4 gets 64 MiB at 2G, 128 MiB at 16G, 256 MiB at 32G, 1 GiB from 128G up,
-    /// and a pass that logs more than a quarter of its journal waits for checkpoints.
-    #[arg(long, value_name = "SIZE", default_value = "128G", value_parser = parse_bytes,
-          conflicts_with = "scratch")]
-    image_size: u64,
+    /// Size of the ext4 or xfs image, sparse (default 128G; `G` for GiB, `M` for MiB).
+    /// mkfs sizes the journal by it (mke2fs 1.47: 64 MiB at 2G, 128 MiB at 16G, 256 MiB at
+    /// 32G, 1 GiB from 128G up; mkfs.xfs: a 64 MiB log at 2G and 128G alike), and a pass
+    /// that fills about three quarters of its journal waits for checkpoints.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes, conflicts_with = "scratch")]
+    image_size: Option<u64>,
 
     /// Seed of the tree generator.
     #[arg(long, default_value_t = Spec::DEFAULT_SEED)]
@@ -246,6 +246,12 @@ fn one_pass(a: PassArgs) -> u8 {
 
 fn run_suite(a: RunArgs) -> u8 {
     volsec::bench::scratch::clean_up_on_interrupt();
+    let makes_image = a.fs != Some(FsKind::Tmpfs) && rustix::process::geteuid().is_root();
+    if a.image_size.is_some() && !makes_image {
+        return super::apply::refuse(&std::io::Error::other(
+            "--image-size sizes an ext4 or xfs image, which is made only as root and not with --fs tmpfs",
+        ));
+    }
     let config = Config {
         shapes: a.shapes,
         sizes: a.sizes,
@@ -265,7 +271,7 @@ fn run_suite(a: RunArgs) -> u8 {
         volsec_exe: std::env::current_exe().ok(),
         scratch: a.scratch,
         fs: a.fs,
-        image_bytes: a.image_size,
+        image_bytes: a.image_size.unwrap_or(volsec::bench::scratch::IMAGE_BYTES),
         seed: a.seed,
         verbose: !a.quiet,
     };
@@ -372,13 +378,17 @@ fn parse_count(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64).round() as u64)
 }
 
-/// `128G`, `2G`, `512M`: a size in bytes (binary units).
+/// `128G`, `2G`, `512M`: a size in GiB or MiB, in bytes.
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (digits, shift) = match t.chars().last() {
         Some('G' | 'g') => (&t[..t.len() - 1], 30),
         Some('M' | 'm') => (&t[..t.len() - 1], 20),
-        _ => (t, 0),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size: give G or M (e.g. 128G, 2G, 512M)"
+            ))
+        }
     };
     digits
         .parse::<u64>()

@@ -14,7 +14,8 @@
 //! dirtied once per buffer. Measured on one directory of 1,000,000 files (ext4 with a
 //! 64 MiB journal, which such a pass outgrows; 2 threads): 10.0-11.7 s sorted a buffer at a
 //! time, 5.1-5.3 s in inode order; `chgrp -R`, 9.5-10.8 s. With a journal big enough for the
-//! whole pass, fewer logged blocks save commit work rather than checkpoint waits.
+//! whole pass, fewer logged blocks save commit work rather than checkpoint waits (not
+//! re-measured there).
 //!
 //! # How, in bounded memory
 //! Sorting a directory of millions of names whole would take tens of MiB. Instead the huge
