@@ -71,6 +71,12 @@ impl<'r> Queue<'r> {
     /// wait, so the others must not wait for it.
     pub fn abort(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.end(&mut state);
+    }
+
+    /// Ends the walk: no task is handed out any more, and every waiting worker wakes to
+    /// learn it.
+    fn end(&self, state: &mut State<'r>) {
         state.done = true;
         state.tasks.clear();
         self.ready.notify_all();
@@ -82,9 +88,7 @@ impl<'r> Queue<'r> {
         let mut state = self.state.lock().expect("lock");
         loop {
             if stop() {
-                state.done = true;
-                state.tasks.clear();
-                self.ready.notify_all();
+                self.end(&mut state);
             }
             if state.done {
                 return None;
