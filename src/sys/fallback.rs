@@ -142,6 +142,12 @@ fn proc_path(fd: &impl AsRawFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
 }
 
+/// The path `fd` was opened by, as the kernel has it now (the `/proc/self/fd/N` link).
+pub fn path_of(fd: &impl AsRawFd) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::read_link(std::ffi::OsStr::from_bytes(proc_path(fd).to_bytes()))
+}
+
 /// Runs `op` on the `/proc/self/fd/N` path of `fd`. The descriptor keeps its inode alive,
 /// so `ENOENT` there never means the entry vanished (which a pass would pass over): it
 /// means `/proc` is not mounted, and is reported as the failure it is.

@@ -19,7 +19,7 @@ mod stat;
 mod xattr;
 
 pub use dir::{DirEntry, DirReader, EntryType};
-pub use fallback::{force_fallbacks, pin, Fallbacks};
+pub use fallback::{force_fallbacks, path_of, pin, Fallbacks};
 pub use mountinfo::{mounts, mounts_below, parse_mountinfo, MountInfo};
 pub use open::{open_dir_at, open_root, raise_fd_limit};
 pub use stat::{stat_at, stat_fd, FileKind, Stat};

@@ -1,7 +1,7 @@
 //! The root of a volume: opened once, without following a symlink at any component.
 
 use crate::sys::{self, Stat};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -58,8 +58,7 @@ impl Root {
     /// mounted below: unprivileged containers cannot mount on the node, and the volume
     /// is prepared before its pod's containers start.
     pub fn has_mounts_below(&self) -> bool {
-        let link = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
-        match std::fs::read_link(link) {
+        match sys::path_of(&self.fd) {
             Ok(dir) => sys::mounts_below(&dir),
             Err(_) => true,
         }
