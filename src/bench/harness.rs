@@ -156,8 +156,9 @@ pub struct Config {
     /// the RAM-backed default.
     pub scratch: Option<PathBuf>,
     pub fs: Option<super::scratch::FsKind>,
-    /// The size of an ext4 or xfs scratch image (sparse), which sets its journal's size.
-    pub image_bytes: u64,
+    /// The size of an ext4 or xfs scratch image (sparse), which sets its journal's size
+    /// (`None`: [`super::scratch::IMAGE_BYTES`]).
+    pub image_bytes: Option<u64>,
     pub seed: u64,
     /// Progress lines on stderr.
     pub verbose: bool,
@@ -176,7 +177,7 @@ impl Default for Config {
             volsec_exe: None,
             scratch: None,
             fs: None,
-            image_bytes: super::scratch::IMAGE_BYTES,
+            image_bytes: None,
             seed: Spec::DEFAULT_SEED,
             verbose: false,
         }
@@ -199,6 +200,18 @@ impl Config {
         }
         out
     }
+
+    /// Whether the trees go on ext4 or xfs images this run makes (as root, unless
+    /// `--scratch` or `--fs tmpfs`), which `image_bytes` sizes.
+    fn makes_images(&self) -> bool {
+        self.scratch.is_none()
+            && self.fs != Some(super::scratch::FsKind::Tmpfs)
+            && rustix::process::geteuid().is_root()
+    }
+
+    fn image_bytes(&self) -> u64 {
+        self.image_bytes.unwrap_or(super::scratch::IMAGE_BYTES)
+    }
 }
 
 /// Runs the whole suite and returns what was measured.
@@ -210,9 +223,13 @@ pub fn run(config: &Config) -> io::Result<Results> {
     for spec in config.specs() {
         super::tree::plan(spec).map_err(io::Error::other)?;
     }
-    if config.scratch.is_none() && config.fs != Some(super::scratch::FsKind::Tmpfs) {
+    if config.makes_images() {
         let most = config.specs().iter().map(|s| s.inodes).max().unwrap_or(0);
-        super::scratch::check_image_size(most, config.image_bytes)?;
+        super::scratch::check_image_size(most, config.image_bytes())?;
+    } else if config.image_bytes.is_some() {
+        return Err(io::Error::other(
+            "--image-size sizes an ext4 or xfs image, which is made only as root and not with --fs tmpfs",
+        ));
     }
     if config.cold && !rustix::process::geteuid().is_root() {
         return Err(io::Error::other(
@@ -301,8 +318,8 @@ pub fn run(config: &Config) -> io::Result<Results> {
 /// A filesystem made for one tree: `kind`, or the RAM-backed default.
 fn new_filesystem(config: &Config, inodes: u64) -> io::Result<Scratch> {
     match config.fs {
-        Some(kind) => Scratch::create(kind, inodes, config.image_bytes),
-        None => Scratch::ram_backed(inodes, config.image_bytes),
+        Some(kind) => Scratch::create(kind, inodes, config.image_bytes()),
+        None => Scratch::ram_backed(inodes, config.image_bytes()),
     }
 }
 

@@ -246,12 +246,6 @@ fn one_pass(a: PassArgs) -> u8 {
 
 fn run_suite(a: RunArgs) -> u8 {
     volsec::bench::scratch::clean_up_on_interrupt();
-    let makes_image = a.fs != Some(FsKind::Tmpfs) && rustix::process::geteuid().is_root();
-    if a.image_size.is_some() && !makes_image {
-        return super::apply::refuse(&std::io::Error::other(
-            "--image-size sizes an ext4 or xfs image, which is made only as root and not with --fs tmpfs",
-        ));
-    }
     let config = Config {
         shapes: a.shapes,
         sizes: a.sizes,
@@ -271,7 +265,7 @@ fn run_suite(a: RunArgs) -> u8 {
         volsec_exe: std::env::current_exe().ok(),
         scratch: a.scratch,
         fs: a.fs,
-        image_bytes: a.image_size.unwrap_or(volsec::bench::scratch::IMAGE_BYTES),
+        image_bytes: a.image_size,
         seed: a.seed,
         verbose: !a.quiet,
     };
