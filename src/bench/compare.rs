@@ -9,13 +9,13 @@
 //!
 //! What is left is each pass's own noise (a journal commit landing in one pass, not the
 //! next, a baseline faster in one run than in the other): a few percent on most rows (two
-//! back-to-back runs of one build: scenarios within 3.1%, but three flat-tree rows +11.5% to
-//! +23.6%, where that tree's baselines ran 10-17% faster in the second run). A change of volsec's code moves a whole scenario, so the
-//! gate is the geometric mean over the trees of each scenario's change, held to
-//! `--max-regression`; a single row is a regression only beyond `--max-row-regression`, which
-//! catches a slowdown confined to one tree shape without letting one noisy pass fail CI.
-//! Passes shorter than the noise floor (OnRootMismatch takes microseconds) are shown, never
-//! gated.
+//! back-to-back runs of one build: scenarios within 3.1%, but three flat-tree rows +11.5%
+//! to +23.6%, where that tree's baselines ran 10-17% faster in the second run). A change of
+//! volsec's code moves a whole scenario, so the gate is the geometric mean over the trees
+//! of each scenario's change, held to `--max-regression`; a single row is a regression only
+//! beyond `--max-row-regression`, which catches a slowdown confined to one tree shape
+//! without letting one noisy pass fail CI. Passes shorter than the noise floor
+//! (OnRootMismatch takes microseconds) are shown, never gated.
 
 use super::harness::Scenario;
 use super::results::{Results, Row};
