@@ -2,8 +2,6 @@
 //! units and the cargo-deb metadata checked against each other and against the binary's
 //! flags, and systemd socket activation exercised with a real passed socket.
 
-mod common;
-
 use k8s_openapi::api::apps::v1::DaemonSet;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,7 +19,7 @@ fn daemonset() -> DaemonSet {
 }
 
 fn assert_known_flags(args: &[String], what: &str) {
-    let help = common::volsec()
+    let help = crate::common::volsec()
         .args(["serve", "--help"])
         .output()
         .expect("volsec serve --help");
@@ -221,7 +219,7 @@ fn the_deb_metadata_names_files_that_exist() {
 fn the_agent_serves_on_a_socket_passed_by_systemd() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    common::require_root();
+    crate::common::require_root();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("activated.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
@@ -253,7 +251,7 @@ fn the_agent_serves_on_a_socket_passed_by_systemd() {
     let mut child = cmd.spawn().expect("spawn volsec serve");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let listed = loop {
-        let out = common::volsec()
+        let out = crate::common::volsec()
             .arg("client")
             .arg("--socket")
             .arg(&socket)

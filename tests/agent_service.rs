@@ -2,8 +2,7 @@
 //! called over gRPC by many concurrent clients, by the `volsec client` command, by another
 //! uid, and scraped over HTTP.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use tonic::Code;
-use volsec::agent::proto::{self, prepare_event::Event, volume_agent_client::VolumeAgentClient};
+use volsec_grpc::agent::proto::{
+    self, prepare_event::Event, volume_agent_client::VolumeAgentClient,
+};
 
 type Client = VolumeAgentClient<tonic::transport::Channel>;
 
@@ -64,7 +65,7 @@ impl Agent {
     }
 
     async fn client(&self) -> Client {
-        volsec::agent::client::connect(&self.socket())
+        volsec_grpc::agent::client::connect(&self.socket())
             .await
             .expect("connect to the agent")
     }

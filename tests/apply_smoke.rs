@@ -1,7 +1,6 @@
 //! End-to-end: `volsec apply` on a small tree in a fresh tmpfs.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn apply_gives_kubelets_modes_and_leaves_symlink_targets_alone() {

@@ -14,15 +14,14 @@
 //! setuid file back and alternates the fsGroup, so every round chowns and chmods both. The
 //! root-owned files must never gain a bit beyond their own mode OR kubelet's mask.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use rustix::fs::{Mode, OFlags, RenameFlags};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use volsec::ownership::ChangePolicy;
+use volsec_core::ownership::ChangePolicy;
 
 const PAIRS: usize = 32;
 const ROUNDS: usize = 300;

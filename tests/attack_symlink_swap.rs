@@ -16,15 +16,14 @@
 //! The passes may legitimately report failures caused by the swaps (exit 1: an entry changed
 //! kind under them), never refuse a good root, never hang, and never touch the outside.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use rustix::fs::{Mode, OFlags, RenameFlags};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use volsec::ownership::ChangePolicy;
+use volsec_core::ownership::ChangePolicy;
 
 /// Passes per attack. The first [`BINARY_ROUNDS`] run the `volsec apply` binary; the rest
 /// drive the same library call in-process, which costs no process start (tens of
@@ -416,7 +415,7 @@ fn parent_of_the_root_swapped_for_a_symlink_is_refused() {
             let fs_group = fs_group(round).parse().unwrap();
             match prepare_fs_group(&root, Some(fs_group), ChangePolicy::Always) {
                 Ok(report) => assert_eq!(report.outcome, "complete", "{report:?}"),
-                Err(volsec::prepare::PrepareError::Root(_)) => refused += 1,
+                Err(volsec_core::prepare::PrepareError::Root(_)) => refused += 1,
                 Err(e) => panic!("round {round}: {e}"),
             }
         },

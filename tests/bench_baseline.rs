@@ -1,11 +1,10 @@
 //! The baselines are only meaningful if they do what kubelet and go-selinux do: the same
 //! final state as volsec, written on every entry.
 
-mod common;
-use common::*;
-use volsec::bench::baseline;
-use volsec::bench::tree::{self, Shape, Spec};
-use volsec::ownership::{ChangePolicy, Ownership};
+use crate::common::*;
+use volsec_bench::baseline;
+use volsec_bench::tree::{self, Shape, Spec};
+use volsec_core::ownership::{ChangePolicy, Ownership};
 
 const LABEL: &str = "system_u:object_r:container_file_t:s0:c5,c6";
 

@@ -1,9 +1,8 @@
 //! `volsec bench compare`: the regression gate CI relies on.
 
-mod common;
-use common::volsec;
-use volsec::bench::compare::{self, Basis, Gate, Statistic};
-use volsec::bench::results::{self, Machine, Results, Row, Settings};
+use crate::common::volsec;
+use volsec_bench::compare::{self, Basis, Gate, Statistic};
+use volsec_bench::results::{self, Machine, Results, Row, Settings};
 
 const SHAPES: [&str; 5] = ["kubelet", "dataset", "deep", "node-modules", "flat"];
 

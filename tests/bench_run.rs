@@ -1,8 +1,7 @@
 //! `volsec bench run` end to end on small trees, then `compare` of a run with itself.
 
-mod common;
-use common::*;
-use volsec::bench::results::Results;
+use crate::common::*;
+use volsec_bench::results::Results;
 
 #[test]
 fn a_small_run_measures_every_scenario_and_writes_json_and_plot() {

@@ -1,9 +1,8 @@
 //! The benchmark tree generator: deterministic layouts with exact inode counts, and trees
 //! on disk that match their plans.
 
-mod common;
-use common::*;
-use volsec::bench::tree::{self, Shape, Spec};
+use crate::common::*;
+use volsec_bench::tree::{self, Shape, Spec};
 
 #[test]
 fn every_shape_has_exactly_the_inodes_asked_for() {

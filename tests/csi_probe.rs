@@ -1,12 +1,10 @@
 //! The CSI probe against real gRPC servers on Unix sockets: with and without
 //! VOLUME_MOUNT_GROUP, slow, closed, missing, and something that is not gRPC.
 
-mod common;
-
-use common::{driver_with_volume_mount_group, slow_driver};
+use crate::common::{driver_with_volume_mount_group, slow_driver};
 use std::time::Duration;
-use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
-use volsec::csi::{probe, ProbeError};
+use volsec_grpc::csi::fake_driver::{self, Behaviour, FakeDriver};
+use volsec_grpc::csi::{probe, ProbeError};
 
 const QUICK: Duration = Duration::from_secs(5);
 

@@ -3,7 +3,7 @@
 //! `pkg/volume/volume_linux_test.go`.
 //!
 //! Each Go case becomes one Rust case that runs twice, on a fresh tmpfs and on a fresh
-//! loop-mounted ext4 image, and drives the library (`volsec::prepare::prepare`) exactly as
+//! loop-mounted ext4 image, and drives the library (`volsec_core::prepare::prepare`) exactly as
 //! `volsec apply` does. The Go tests start from `utiltesting.MkTmpdir` (a directory of mode
 //! 0700 owned by the test's uid and gid, root here); each case starts from such a directory
 //! inside the fresh filesystem, and asserts the final gid and mode kubelet's asserts check,
@@ -14,13 +14,12 @@
 //! (022 on the CI runners) reduces; the ports create them and then set that reduced mode
 //! explicitly, so they do not depend on the umask of whoever runs them.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use volsec::ownership::ChangePolicy;
-use volsec::prepare::{PrepareError, Report, SkipReason};
+use volsec_core::ownership::ChangePolicy;
+use volsec_core::prepare::{PrepareError, Report, SkipReason};
 
 /// kubelet's `rwMask`, `execMask` and `os.ModeSetgid` (as a Unix mode bit).
 const RW_MASK: u32 = 0o660;

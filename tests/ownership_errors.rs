@@ -10,8 +10,7 @@
 //! Also the JSON report's fields, the OnRootMismatch skip as the binary reports it, and the
 //! one-screen text summary.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -301,9 +300,9 @@ fn entries_deleted_during_the_pass_are_vanished_not_failed() {
     // they are stat'ed or changed. The library is driven in-process so the deleter can
     // start once the walk is under way. A race: retried until some deletion lands in the
     // window; every attempt must be a clean pass.
-    use volsec::ownership::ChangePolicy;
-    use volsec::prepare::{self, Options};
-    use volsec::walk::Progress;
+    use volsec_core::ownership::ChangePolicy;
+    use volsec_core::prepare::{self, Options};
+    use volsec_core::walk::Progress;
     const FILES: usize = 20_000;
     let mut vanished_seen = 0;
     for attempt in 0..10 {
@@ -530,9 +529,9 @@ fn a_volume_with_a_non_utf8_root_path_gets_a_json_report() {
 
 #[test]
 fn a_cancelled_pass_leaves_the_root_unchanged() {
-    use volsec::ownership::ChangePolicy;
-    use volsec::prepare::{self, Options};
-    use volsec::walk::Progress;
+    use volsec_core::ownership::ChangePolicy;
+    use volsec_core::prepare::{self, Options};
+    use volsec_core::walk::Progress;
     let fs = Mounted::tmpfs();
     let vol = fs.subdir("vol");
     fill(&vol, 50, 200);

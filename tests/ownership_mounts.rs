@@ -3,8 +3,7 @@
 //! mount entered with `--cross-mounts` fails with EROFS per entry: exit 1, the root left
 //! unchanged.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

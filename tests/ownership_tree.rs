@@ -7,8 +7,7 @@
 //!
 //! Each case runs on a fresh tmpfs and on a fresh loop-mounted ext4 image.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;

@@ -1,9 +1,9 @@
 //! `volsec plan --path` (kubelet's OnRootMismatch test on a real root) and
 //! `volsec apply --pod` running the plan on tmpfs, with real `security.selinux` xattrs.
 
-mod common;
-
-use common::{assert_success, gid_mode, mkdir, success_json, volsec_pod, write_file, Mounted};
+use crate::common::{
+    assert_success, gid_mode, mkdir, success_json, volsec_pod, write_file, Mounted,
+};
 use serde_json::Value;
 use std::os::unix::fs::chown;
 use std::path::Path;

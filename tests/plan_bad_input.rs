@@ -1,9 +1,7 @@
 //! Bad input to `volsec plan` and `volsec apply --pod`: one sentence naming the file, the
 //! field and what was expected; exit status 2; nothing walked.
 
-mod common;
-
-use common::{fixture_args, volsec, volsec_pod};
+use crate::common::{fixture_args, volsec, volsec_pod};
 
 /// Runs `volsec plan` with `args` (`@rel` is a fixture path); asserts exit 2 and one line
 /// on stderr, and returns it.
@@ -175,7 +173,10 @@ fn apply_with_bad_input_walks_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f");
     std::fs::write(&file, b"x").unwrap();
-    let before = (common::gid_mode(dir.path()), common::gid_mode(&file));
+    let before = (
+        crate::common::gid_mode(dir.path()),
+        crate::common::gid_mode(&file),
+    );
     let out = volsec_pod("apply", "pods/on-root-mismatch.yaml", "data", &["--quiet"])
         .arg(dir.path())
         .output()
@@ -187,7 +188,10 @@ fn apply_with_bad_input_walks_nothing() {
         "{err}"
     );
     assert_eq!(
-        (common::gid_mode(dir.path()), common::gid_mode(&file)),
+        (
+            crate::common::gid_mode(dir.path()),
+            crate::common::gid_mode(&file)
+        ),
         before
     );
 }

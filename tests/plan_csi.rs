@@ -1,15 +1,13 @@
 //! `volsec plan --csi-socket`: the plan asks a real CSI node server (on a Unix socket) for
 //! VOLUME_MOUNT_GROUP and delegates fsGroup to it, whatever fsGroupPolicy says.
 
-mod common;
-
-use common::{
+use crate::common::{
     assert_success, driver_with_volume_mount_group, fixture, slow_driver, success_json, volsec_pod,
 };
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
-use volsec::csi::fake_driver::{self, Behaviour, FakeDriver};
+use volsec_grpc::csi::fake_driver::{self, Behaviour, FakeDriver};
 
 /// `volsec plan --output json` for the OnRootMismatch pod on a RWO CSI volume, asking the
 /// driver at `sock`; run off the runtime so the server keeps serving.
@@ -99,7 +97,10 @@ async fn apply_leaves_a_delegated_volume_alone() {
     let vol = dir.path().join("vol");
     std::fs::create_dir(&vol).unwrap();
     std::fs::write(vol.join("f"), b"x").unwrap();
-    let before = (common::gid_mode(&vol), common::gid_mode(&vol.join("f")));
+    let before = (
+        crate::common::gid_mode(&vol),
+        crate::common::gid_mode(&vol.join("f")),
+    );
     let driver = driver_with_volume_mount_group(&sock);
     let mut cmd = volsec_pod(
         "apply",
@@ -117,7 +118,10 @@ async fn apply_leaves_a_delegated_volume_alone() {
     );
     assert!(text.contains("nothing for volsec to do"), "{text}");
     assert_eq!(
-        (common::gid_mode(&vol), common::gid_mode(&vol.join("f"))),
+        (
+            crate::common::gid_mode(&vol),
+            crate::common::gid_mode(&vol.join("f"))
+        ),
         before
     );
     driver.stop().await;

@@ -1,15 +1,13 @@
 //! The decision engine as a library: a pure function of manifests and node facts, whose
 //! plan serializes with every documented field and becomes the pass `apply --pod` runs.
 
-mod common;
-
-use common::fixture;
+use crate::common::fixture;
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use k8s_openapi::api::storage::v1::CSIDriver;
-use volsec::ownership::ChangePolicy;
-use volsec::plan::gates::{FeatureGates, KubeVersion};
-use volsec::plan::{decide, manifest, Inputs, NodeFacts, OwnershipAction, SeLinuxAction};
-use volsec::selinux::Context;
+use volsec_core::ownership::ChangePolicy;
+use volsec_core::plan::gates::{FeatureGates, KubeVersion};
+use volsec_core::plan::{decide, manifest, Inputs, NodeFacts, OwnershipAction, SeLinuxAction};
+use volsec_core::selinux::Context;
 
 fn node(selinux: bool, volume_mount_group: Option<bool>) -> NodeFacts {
     NodeFacts {

@@ -1,9 +1,7 @@
 //! `volsec plan` on the fixtures: the security-context page's pods, and CSI pods with
 //! CSIDriver and PersistentVolume examples. Each test states kubelet's answer.
 
-mod common;
-
-use common::{fixture_args, volsec_pod};
+use crate::common::{fixture_args, volsec_pod};
 use serde_json::Value;
 use std::process::Output;
 

@@ -1,13 +1,11 @@
 //! Container identities of the security-context page's pods: runAsUser overrides, and
 //! supplementalGroupsPolicy Merge / Strict with the image's /etc/group.
 
-mod common;
-
-use common::{fixture, success_json, volsec_pod};
-use volsec::plan::gates::{FeatureGates, KubeVersion};
-use volsec::plan::identity::{ContainerIdentity, ImageAccounts};
-use volsec::plan::{identities, manifest, NodeFacts};
-use volsec::selinux::Context;
+use crate::common::{fixture, success_json, volsec_pod};
+use volsec_core::plan::gates::{FeatureGates, KubeVersion};
+use volsec_core::plan::identity::{ContainerIdentity, ImageAccounts};
+use volsec_core::plan::{identities, manifest, NodeFacts};
+use volsec_core::selinux::Context;
 
 fn node(version: &str, image: Option<ImageAccounts>) -> NodeFacts {
     NodeFacts {

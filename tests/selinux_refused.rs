@@ -1,8 +1,7 @@
 //! The refused-root matrix: system directories, however they are reached, and `$HOME` are
 //! refused before anything is read or written (exit status 2, one message naming the path).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Output;
 

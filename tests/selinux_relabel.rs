@@ -2,8 +2,7 @@
 //! loop-mounted ext4 store `security.selinux` even without a loaded policy, so the labels
 //! written are read back exactly as the kernel stores them.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

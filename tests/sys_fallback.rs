@@ -2,8 +2,7 @@
 //! `getxattrat`/`setxattrat`) gives exactly the results of the native calls. The route is
 //! forced with `VOLSEC_FORCE_FALLBACK=1`, so it stays tested on new kernels too.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 const LABEL: &str = "system_u:object_r:container_file_t:s0:c1,c2";

@@ -10,8 +10,7 @@
 //! tmpfs inode costs about a kilobyte of RAM and a few microseconds to create), and memory
 //! that does not grow with the tree is just as visible at a million as at two.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -626,15 +625,15 @@ on_tmpfs_and_ext4!(a_huge_directory_is_changed_in_passes_over_inode_ranges);
 /// not leave the other workers waiting for a thread that will never return.
 struct PanicsOn(&'static str);
 
-impl volsec::walk::Visitor for PanicsOn {
+impl volsec_core::walk::Visitor for PanicsOn {
     fn visit(
         &self,
-        entry: &volsec::walk::Entry<'_>,
-    ) -> Result<volsec::walk::Visited, volsec::walk::OpError> {
+        entry: &volsec_core::walk::Entry<'_>,
+    ) -> Result<volsec_core::walk::Visited, volsec_core::walk::OpError> {
         if entry.name.to_bytes() == self.0.as_bytes() {
             panic!("visiting {}", self.0);
         }
-        Ok(volsec::walk::Visited::Unchanged)
+        Ok(volsec_core::walk::Visited::Unchanged)
     }
 }
 
@@ -648,17 +647,17 @@ fn a_panicking_visitor_ends_the_walk_with_its_panic() {
             write_file(&vol.join(format!("d{d}/f{f}")), 0o644);
         }
     }
-    let root = volsec::walk::Root::open(&vol).unwrap();
-    let options = volsec::walk::WalkOptions {
+    let root = volsec_core::walk::Root::open(&vol).unwrap();
+    let options = volsec_core::walk::WalkOptions {
         threads: 4,
         ..Default::default()
     };
-    let progress = volsec::walk::Progress::new(10);
+    let progress = volsec_core::walk::Progress::new(10);
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            volsec::walk::walk(&root, &options, &PanicsOn("f7"), &progress, &cancel)
+            volsec_core::walk::walk(&root, &options, &PanicsOn("f7"), &progress, &cancel)
         }));
         let _ = done.send(walked.is_err());
     });

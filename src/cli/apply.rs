@@ -4,9 +4,9 @@ use super::output::{self, Format};
 use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use volsec::ownership::{ChangePolicy, Ownership};
-use volsec::prepare::{self, Job, Options};
-use volsec::walk::{Progress, WalkOptions};
+use volsec_core::ownership::{ChangePolicy, Ownership};
+use volsec_core::prepare::{self, Job, Options};
+use volsec_core::walk::{Progress, WalkOptions};
 
 /// Give a volume kubelet's fsGroup ownership and/or an SELinux label, in one parallel pass.
 ///
@@ -56,7 +56,7 @@ pub struct JobArgs {
     pub read_only: bool,
 
     /// fsGroupChangePolicy: OnRootMismatch skips the walk when the root already matches.
-    #[arg(long, value_enum, default_value_t = ChangePolicy::Always)]
+    #[arg(long, value_parser = super::flags::change_policy(), default_value_t = ChangePolicy::Always)]
     pub change_policy: ChangePolicy,
 
     /// Also apply this SELinux file label, in the same walk.
@@ -188,5 +188,5 @@ fn parse_fs_group(text: &str) -> Result<u32, String> {
     let value: i64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number"))?;
-    volsec::ownership::fs_group(value)
+    volsec_core::ownership::fs_group(value)
 }

@@ -3,10 +3,10 @@
 
 use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use std::path::PathBuf;
-use volsec::bench::harness::{self, Config, Scenario};
-use volsec::bench::scratch::FsKind;
-use volsec::bench::tree::{Shape, Spec};
-use volsec::bench::{compare, report, results};
+use volsec_bench::harness::{self, Config, Scenario};
+use volsec_bench::scratch::FsKind;
+use volsec_bench::tree::{Shape, Spec};
+use volsec_bench::{compare, report, results};
 
 /// Build standard trees and measure volsec against serial baselines; compare two runs.
 #[derive(clap::Args, Debug)]
@@ -32,8 +32,8 @@ struct PassArgs {
     fs_group: Option<u32>,
     #[arg(long)]
     selinux_context: Option<String>,
-    #[arg(long, value_enum, default_value_t = volsec::ownership::ChangePolicy::Always)]
-    change_policy: volsec::ownership::ChangePolicy,
+    #[arg(long, value_parser = super::flags::change_policy(), default_value_t = volsec_core::ownership::ChangePolicy::Always)]
+    change_policy: volsec_core::ownership::ChangePolicy,
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -220,17 +220,19 @@ fn one_pass(a: PassArgs) -> u8 {
     let label = match a
         .selinux_context
         .as_deref()
-        .map(volsec::selinux::Context::parse)
+        .map(volsec_core::selinux::Context::parse)
     {
         Some(Err(e)) => return super::apply::refuse(&e),
         Some(Ok(l)) => Some(l),
         None => None,
     };
-    let job = volsec::prepare::Job {
-        ownership: a.fs_group.map(|fs_group| volsec::ownership::Ownership {
-            fs_group,
-            read_only: false,
-        }),
+    let job = volsec_core::prepare::Job {
+        ownership: a
+            .fs_group
+            .map(|fs_group| volsec_core::ownership::Ownership {
+                fs_group,
+                read_only: false,
+            }),
         label,
         change_policy: a.change_policy,
         ignore_unsupported_labels: false,
@@ -245,7 +247,7 @@ fn one_pass(a: PassArgs) -> u8 {
 }
 
 fn run_suite(a: RunArgs) -> u8 {
-    volsec::bench::scratch::clean_up_on_interrupt();
+    volsec_bench::scratch::clean_up_on_interrupt();
     let config = Config {
         shapes: a.shapes,
         sizes: a.sizes,

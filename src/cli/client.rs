@@ -4,7 +4,7 @@ use super::output::Format;
 use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use volsec::agent::proto::{self, prepare_event::Event};
+use volsec_grpc::agent::proto::{self, prepare_event::Event};
 
 const EXAMPLES: &str = "Examples:
   volsec client list
@@ -130,7 +130,7 @@ pub fn run(args: Args) -> u8 {
 }
 
 async fn call(args: Args) -> u8 {
-    let mut client = match volsec::agent::client::connect(&args.socket).await {
+    let mut client = match volsec_grpc::agent::client::connect(&args.socket).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -203,7 +203,7 @@ async fn prepare(
         path: p.path,
         fs_group: p.job.fs_group,
         read_only: p.job.read_only,
-        change_policy: volsec::agent::jobs::policy_to_proto(p.job.change_policy) as i32,
+        change_policy: volsec_grpc::agent::jobs::policy_to_proto(p.job.change_policy) as i32,
         selinux_context: p.job.selinux_context.unwrap_or_default(),
         ignore_unsupported_labels: p.job.ignore_unsupported,
         dry_run: p.dry_run,

@@ -4,6 +4,7 @@
 mod apply;
 mod bench;
 mod client;
+mod flags;
 mod mount_option;
 mod output;
 mod plan;
@@ -60,7 +61,8 @@ pub fn main() -> ExitCode {
     };
     // The agent sets up its own logging (`--log-format`) and keeps SIGPIPE ignored.
     if !matches!(cli.command, Command::Serve(_)) {
-        restore_sigpipe();
+        // `volsec ... | head` ends quietly. Not for the agent: a client hanging up must never kill it.
+        volsec_core::sys::default_sigpipe();
         output::init_logging();
     }
     let code = match cli.command {
@@ -73,13 +75,4 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
     };
     ExitCode::from(code)
-}
-
-/// `volsec ... | head` ends quietly, as Unix tools do, instead of panicking on a closed
-/// pipe. Not for the agent: a client hanging up must never kill it.
-fn restore_sigpipe() {
-    // SAFETY: setting a signal's disposition to its default before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
 }

@@ -4,7 +4,7 @@ use super::apply::refuse;
 use super::output::Format;
 use super::relabel::LabelArgs;
 use super::EXIT_OK;
-use volsec::selinux;
+use volsec_core::selinux;
 
 /// The long help (`--help`), after the summary and the options.
 const LONG_HELP: &str = "\

@@ -2,8 +2,8 @@
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
-use volsec::prepare::Report;
-use volsec::walk::Progress;
+use volsec_core::prepare::Report;
+use volsec_core::walk::Progress;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -139,8 +139,8 @@ fn print_summary(r: &Report) {
     }
 }
 
-fn skip_text(reason: volsec::prepare::SkipReason) -> &'static str {
-    use volsec::prepare::SkipReason::*;
+fn skip_text(reason: volsec_core::prepare::SkipReason) -> &'static str {
+    use volsec_core::prepare::SkipReason::*;
     match reason {
         OnRootMismatch => "OnRootMismatch: the root already has fsGroup, setgid and the permission bits, so nothing below is looked at",
         LabelsUnsupported => "the filesystem cannot store SELinux labels; relabel not needed",

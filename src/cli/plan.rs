@@ -6,10 +6,10 @@ use super::EXIT_OK;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use volsec::plan::gates::{FeatureGates, KubeVersion};
-use volsec::plan::identity::ImageAccounts;
-use volsec::plan::{self, manifest, DecideError, Input, Inputs, NodeFacts, Plan};
-use volsec::selinux::Context;
+use volsec_core::plan::gates::{FeatureGates, KubeVersion};
+use volsec_core::plan::identity::ImageAccounts;
+use volsec_core::plan::{self, manifest, DecideError, Input, Inputs, NodeFacts, Plan};
+use volsec_core::selinux::Context;
 
 /// The long help: what the answers mean, and examples.
 const LONG_HELP: &str = "\
@@ -112,7 +112,7 @@ pub fn run(args: Args) -> u8 {
         Err(e) => return super::apply::refuse(&e),
     };
     if let Some(path) = &args.path {
-        match volsec::walk::Root::open(path) {
+        match volsec_core::walk::Root::open(path) {
             Ok(root) => plan = plan.with_root(root.stat(), path),
             Err(e) => return super::apply::refuse(&e),
         }
@@ -169,7 +169,7 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
     let container_file_defaults = match &args.selinux_defaults {
         Some(c) => Context::parse(c)
             .map_err(|e| format!("--selinux-defaults: {e}; expected user:role:type:level"))?,
-        None => volsec::selinux::container_file_defaults(),
+        None => volsec_core::selinux::container_file_defaults(),
     };
     let pod = manifest::load(pod_file).map_err(|e| e.to_string())?;
     let pv = args
@@ -222,7 +222,7 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
         ));
         return Ok(plan);
     };
-    let caps = volsec::csi::probe::probe_blocking(sock, timeout).map_err(|e| e.to_string())?;
+    let caps = volsec_grpc::csi::probe::probe_blocking(sock, timeout).map_err(|e| e.to_string())?;
     if let Some(name) = caps.driver.filter(|n| *n != volume_driver) {
         return Err(format!(
             "--csi-socket {}: the socket belongs to driver {name:?} (Identity/GetPluginInfo), but volume {:?} uses driver {volume_driver:?}",

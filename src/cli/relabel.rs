@@ -2,9 +2,9 @@
 
 use super::apply::{execute, refuse_as, RunArgs};
 use std::path::PathBuf;
-use volsec::ownership::ChangePolicy;
-use volsec::prepare::Job;
-use volsec::selinux::{self, Context, SeLinuxOptions};
+use volsec_core::ownership::ChangePolicy;
+use volsec_core::prepare::Job;
+use volsec_core::selinux::{self, Context, SeLinuxOptions};
 
 /// The long help (`--help`), after the summary and the options.
 const LONG_HELP: &str = "\

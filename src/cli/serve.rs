@@ -4,9 +4,9 @@ use super::{EXIT_OK, EXIT_REFUSED};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use volsec::agent::jobs::Limits;
-use volsec::agent::server::{self, Config};
-use volsec::agent::slow::{parse_duration, SlowTimes};
+use volsec_grpc::agent::jobs::Limits;
+use volsec_grpc::agent::server::{self, Config, Listener};
+use volsec_grpc::agent::slow::{parse_duration, SlowTimes};
 
 const EXAMPLES: &str = "Examples:
   volsec serve
@@ -111,7 +111,6 @@ pub fn run(args: Args) -> u8 {
         },
     };
     let config = Config {
-        socket: args.socket,
         allow_uids: args.allow_uid,
         allowed_roots: args.allowed_root,
         limits: Limits {
@@ -130,6 +129,16 @@ pub fn run(args: Args) -> u8 {
     };
     let logs = log_dispatch(args.log_format);
     let _ = tracing::dispatcher::set_global_default(logs);
+    // The socket is bound (or systemd's adopted) before any runtime thread exists: both
+    // change process-wide state, the umask and the environment.
+    let listener = match Listener::open(&args.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("volsec: {e}");
+            return EXIT_REFUSED;
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("volsec-agent")
@@ -141,11 +150,15 @@ pub fn run(args: Args) -> u8 {
             return EXIT_REFUSED;
         }
     };
-    match runtime.block_on(server::serve(config)) {
+    let served = runtime.block_on(async {
+        let shutdown = server::termination().map_err(server::ServeError::Socket)?;
+        server::serve(listener, config, shutdown).await
+    });
+    match served {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("volsec: {e:#}");
+            tracing::error!("{e}");
+            eprintln!("volsec: {e}");
             EXIT_REFUSED
         }
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::time::Duration;
-use volsec::csi::fake_driver::{Behaviour, FakeDriver};
+use volsec_grpc::csi::fake_driver::{Behaviour, FakeDriver};
 
 /// A driver on `sock` that reports VOLUME_MOUNT_GROUP.
 pub fn driver_with_volume_mount_group(sock: &Path) -> FakeDriver {

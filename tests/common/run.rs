@@ -112,15 +112,15 @@ pub fn success_json(out: &Output) -> serde_json::Value {
 /// read-write, change policy `policy`, no label.
 pub fn fs_group_job(
     fs_group: Option<u32>,
-    policy: volsec::ownership::ChangePolicy,
-) -> volsec::prepare::Job {
-    volsec::prepare::Job {
-        ownership: fs_group.map(|fs_group| volsec::ownership::Ownership {
+    policy: volsec_core::ownership::ChangePolicy,
+) -> volsec_core::prepare::Job {
+    volsec_core::prepare::Job {
+        ownership: fs_group.map(|fs_group| volsec_core::ownership::Ownership {
             fs_group,
             read_only: false,
         }),
         change_policy: policy,
-        ..volsec::prepare::Job::default()
+        ..volsec_core::prepare::Job::default()
     }
 }
 
@@ -130,11 +130,11 @@ pub fn fs_group_job(
 pub fn prepare_fs_group(
     dir: &Path,
     fs_group: Option<u32>,
-    policy: volsec::ownership::ChangePolicy,
-) -> Result<volsec::prepare::Report, volsec::prepare::PrepareError> {
-    use volsec::prepare::{prepare, Options};
+    policy: volsec_core::ownership::ChangePolicy,
+) -> Result<volsec_core::prepare::Report, volsec_core::prepare::PrepareError> {
+    use volsec_core::prepare::{prepare, Options};
     let job = fs_group_job(fs_group, policy);
-    let progress = volsec::walk::Progress::new(100);
+    let progress = volsec_core::walk::Progress::new(100);
     let cancel = std::sync::atomic::AtomicBool::new(false);
     prepare(dir, &job, &Options::default(), &progress, &cancel)
 }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use volsec::selinux::{mount_option, Context, MlsRange};
+use volsec_core::selinux::{mount_option, Context, MlsRange};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,0 +1,291 @@
+//! Running the agent: the gRPC server on the Unix socket, the metrics and health endpoints,
+//! and the signal handling around them.
+//!
+//! The socket is the one systemd passes (socket activation, `LISTEN_FDS`) when there is
+//! one, otherwise the agent creates `--socket` itself (see [`super::security`]).
+//!
+//! SIGTERM (and SIGINT) stop new Prepare calls at once, let running jobs finish for up to
+//! `--shutdown-grace`, then cancel what is left (a cancelled pass leaves its root unchanged,
+//! so kubelet's retry on the next agent redoes it) and exit 0. SIGHUP reloads nothing: every
+//! setting is a flag, and changing one safely means a restart.
+
+use super::jobs::{Jobs, Limits};
+use super::metrics::{self, Metrics};
+use super::proto::volume_agent_server::VolumeAgentServer;
+use super::security::{self, AllowedRoots, PeerCheck};
+use super::service::Agent;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::codegen::http;
+
+/// The largest request the agent decodes. A Prepare request is a path and a few fields; a
+/// Plan request carries a Pod, a PersistentVolume and a CSIDriver. Anything larger is
+/// refused with InvalidArgument before it is decoded.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// Everything `volsec serve` is told, apart from the socket (see [`Listener`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Peer uids allowed to call (`--allow-uid`).
+    pub allow_uids: Vec<u32>,
+    /// Directories a volume may be below (`--allowed-root`).
+    pub allowed_roots: Vec<PathBuf>,
+    /// Jobs, threads, errors and timing.
+    pub limits: Limits,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long running jobs may finish after a shutdown begins before they are cancelled.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the agent could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// An `--allowed-root` cannot be used.
+    #[error("--allowed-root: {0}")]
+    AllowedRoot(#[source] security::PathError),
+    /// The socket cannot be listened on.
+    #[error("{0}")]
+    Socket(#[source] io::Error),
+    /// The metrics endpoint cannot listen.
+    #[error("--metrics-listen {addr}: cannot listen: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: io::Error,
+    },
+}
+
+/// The agent's listening socket: the one systemd passed by socket activation
+/// (`LISTEN_FDS`), or one the agent binds itself, `0600`. Made before the async runtime
+/// starts, because both edit process-wide state (the environment, the umask) that must not
+/// change under running threads. A socket the agent bound is removed when this is dropped,
+/// but only if the path still names that same socket.
+#[derive(Debug)]
+pub struct Listener {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    /// (device, inode) of a socket file this process created, to be removed at the end.
+    owned: Option<(u64, u64)>,
+}
+
+impl Listener {
+    /// systemd's socket if it passed one, otherwise a new socket at `path`.
+    pub fn open(path: &Path) -> io::Result<Listener> {
+        if let Some(listener) = security::inherited_socket()? {
+            let path = listener
+                .local_addr()?
+                .as_pathname()
+                .map_or_else(|| path.to_owned(), ToOwned::to_owned);
+            return Ok(Listener {
+                listener,
+                path,
+                owned: None,
+            });
+        }
+        let listener = security::bind_socket(path)?;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Listener {
+            listener,
+            path: path.to_owned(),
+            owned: Some((meta.dev(), meta.ino())),
+        })
+    }
+
+    /// A socket the caller bound (tests, embedders); it is left in place at the end.
+    pub fn from_std(listener: std::os::unix::net::UnixListener) -> io::Result<Listener> {
+        let path = listener
+            .local_addr()?
+            .as_pathname()
+            .map(ToOwned::to_owned)
+            .unwrap_or_default();
+        Ok(Listener {
+            listener,
+            path,
+            owned: None,
+        })
+    }
+
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // A socket systemd passed stays: systemd owns it and starts the next agent on it.
+        // Ours is removed only while the path still names it: another agent that took the
+        // path over since must keep its socket.
+        if let Some((dev, ino)) = self.owned {
+            let same = std::fs::symlink_metadata(&self.path)
+                .is_ok_and(|m| m.file_type().is_socket() && m.dev() == dev && m.ino() == ino);
+            if same {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Serves the agent on `listener` until `shutdown` completes, then stops taking new
+/// Prepare calls, drains running jobs ([`drain_then_cancel`]) and returns.
+pub async fn serve(
+    listener: Listener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let roots = AllowedRoots::new(&config.allowed_roots).map_err(ServeError::AllowedRoot)?;
+    let metrics = Arc::new(Metrics::new());
+    let jobs = Jobs::new(config.limits.clone(), metrics.clone());
+    let agent = Agent {
+        jobs: jobs.clone(),
+        peers: PeerCheck {
+            allowed_uids: config.allow_uids.clone(),
+        },
+        roots: roots.clone(),
+    };
+
+    listener
+        .listener
+        .set_nonblocking(true)
+        .map_err(ServeError::Socket)?;
+    let incoming = tokio::net::UnixListener::from_std(
+        listener.listener.try_clone().map_err(ServeError::Socket)?,
+    )
+    .map_err(ServeError::Socket)?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<VolumeAgentServer<Agent>>().await;
+
+    let metrics_task = match config.metrics_listen {
+        Some(addr) => Some(start_http(addr, metrics.clone()).await?),
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            invalid_argument_for_bad_requests,
+        ))
+        .add_service(health_service)
+        .add_service(VolumeAgentServer::new(agent).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(incoming), async {
+            let _ = stop_rx.await;
+        });
+    let grpc = tokio::spawn(grpc);
+    metrics.set_ready(true);
+    tracing::info!(
+        socket = %listener.path().display(),
+        socket_activated = listener.owned.is_none(),
+        allowed_roots = %roots.describe(),
+        allow_uids = ?config.allow_uids,
+        max_jobs = config.limits.max_jobs,
+        threads = config.limits.threads,
+        metrics = ?config.metrics_listen,
+        "volsec agent serving"
+    );
+
+    shutdown.await;
+
+    metrics.set_ready(false);
+    health.set_not_serving::<VolumeAgentServer<Agent>>().await;
+    drain_then_cancel(&jobs, config.shutdown_grace).await;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(5), grpc).await {
+        Ok(Ok(Err(e))) => tracing::error!("gRPC server: {e}"),
+        Err(_) => tracing::warn!("open calls did not end within 5 s of shutdown"),
+        _ => {}
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    drop(listener);
+    tracing::info!("volsec agent stopped");
+    Ok(())
+}
+
+/// Stops new Prepare calls, lets running jobs finish for up to `grace`, then cancels what is
+/// left: a cancelled pass leaves its root unchanged, so kubelet's retry on the next agent
+/// redoes it.
+async fn drain_then_cancel(jobs: &Jobs, grace: Duration) {
+    jobs.stop_accepting();
+    if jobs.drain(grace).await {
+        return;
+    }
+    let n = jobs.cancel_all();
+    tracing::warn!(
+        jobs = n,
+        ?grace,
+        "shutdown grace expired: cancelling running jobs (their roots stay unchanged, so a retry redoes them)"
+    );
+    if !jobs.drain(Duration::from_secs(10)).await {
+        tracing::error!("jobs did not stop within 10 s of being cancelled; exiting anyway");
+    }
+}
+
+/// Completes on SIGTERM or SIGINT, logging each SIGHUP on the way: the `shutdown` of
+/// `volsec serve`. The handlers are installed at once, so a signal sent as soon as this
+/// returns is not missed.
+pub fn termination() -> io::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move { wait_for_termination(&mut term, &mut int, &mut hup).await })
+}
+
+async fn wait_for_termination(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+    hup: &mut tokio::signal::unix::Signal,
+) {
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return }
+            _ = hup.recv() => tracing::info!("SIGHUP: nothing to reload (every setting is a flag; restart to change one)"),
+        }
+    }
+}
+
+async fn start_http(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Metrics { addr, source })?;
+    let app = metrics::router(metrics);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics endpoint: {e}");
+        }
+    }))
+}
+
+/// gRPC answers an oversized request with OUT_OF_RANGE and an undecodable one with
+/// INTERNAL; for the caller both are a bad request, so they become INVALID_ARGUMENT. The
+/// agent's own handlers never return either code.
+fn invalid_argument_for_bad_requests<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok());
+    let bad_request = match code {
+        Some("11") => true,
+        Some("13") => headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| m.contains("decode")),
+        _ => false,
+    };
+    if bad_request {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
+}

@@ -1,0 +1,12 @@
+//! # volsec-grpc
+//!
+//! volsec on the wire: the CSI Node capability probe kubelet's own question is asked with,
+//! and the node agent (`volsec.v1.VolumeAgent`) the volume manager calls. The protocol
+//! contracts (`csi.proto`, `volsec.proto`) are compiled by `build.rs` with a pure-Rust
+//! protobuf compiler. The filesystem work itself is `volsec-core`'s.
+//!
+//! - [`csi`]: the CSI Node service as far as volsec needs it.
+//! - [`agent`]: the node agent's gRPC service, security, jobs and metrics.
+
+pub mod agent;
+pub mod csi;
