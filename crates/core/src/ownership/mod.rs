@@ -42,6 +42,7 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Whether the entry is already right: nothing to write.
     pub fn is_empty(&self) -> bool {
         !self.chown && self.chmod.is_none()
     }

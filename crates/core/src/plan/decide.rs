@@ -19,7 +19,9 @@ use k8s_openapi::api::storage::v1::CSIDriver;
 /// The manifests: the pod, the volume's name, and what the volume leads to.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
+    /// The pod the volume belongs to.
     pub pod: &'a Pod,
+    /// The volume's name in `spec.volumes`.
     pub volume: &'a str,
     /// The PersistentVolume bound to the volume's claim (`--pv`).
     pub pv: Option<&'a PersistentVolume>,
@@ -30,7 +32,9 @@ pub struct Inputs<'a> {
 /// What volsec knows about the node.
 #[derive(Debug, Clone)]
 pub struct NodeFacts {
+    /// Whether SELinux is enabled on the node: without it no label is applied.
     pub selinux_enabled: bool,
+    /// The node's Kubernetes version and feature gates.
     pub gates: FeatureGates,
     /// The CSI driver's answer to NodeGetCapabilities: whether it has VOLUME_MOUNT_GROUP;
     /// `None` when it was not asked.
@@ -44,8 +48,11 @@ pub struct NodeFacts {
 /// Which input a refusal is about, so the caller can name the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {
+    /// The Pod manifest.
     Pod,
+    /// The PersistentVolume manifest (`--pv`).
     PersistentVolume,
+    /// The CSIDriver manifest (`--csidriver`).
     CsiDriver,
 }
 
@@ -53,7 +60,9 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct DecideError {
+    /// The manifest the message is about.
     pub input: Input,
+    /// One sentence naming the field and what is wrong with it.
     pub message: String,
 }
 

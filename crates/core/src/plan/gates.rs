@@ -21,10 +21,12 @@ pub const NEWEST_MINOR: u32 = 36;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(into = "String")]
 pub struct KubeVersion {
+    /// The minor release: 36 for 1.36.
     pub minor: u32,
 }
 
 impl KubeVersion {
+    /// The newest release volsec knows: the default for `--kubernetes-version`.
     pub const NEWEST: KubeVersion = KubeVersion {
         minor: NEWEST_MINOR,
     };
@@ -47,6 +49,7 @@ impl KubeVersion {
         Ok(KubeVersion { minor })
     }
 
+    /// Whether this release is `1.minor` or newer.
     pub fn at_least(&self, minor: u32) -> bool {
         self.minor >= minor
     }
@@ -78,6 +81,7 @@ pub enum Gate {
 }
 
 impl Gate {
+    /// Every gate, in the order plans list them.
     pub const ALL: [Gate; 4] = [
         Gate::SELinuxMountReadWriteOncePod,
         Gate::SELinuxChangePolicy,
@@ -85,6 +89,7 @@ impl Gate {
         Gate::SupplementalGroupsPolicy,
     ];
 
+    /// The gate's name as `--feature-gates` spells it.
     pub fn name(&self) -> &'static str {
         match self {
             Gate::SELinuxMountReadWriteOncePod => "SELinuxMountReadWriteOncePod",
@@ -158,25 +163,42 @@ impl Stage {
 /// Why `--kubernetes-version` or `--feature-gates` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
+    /// `--kubernetes-version` does not name a release from [`OLDEST_MINOR`] to [`NEWEST_MINOR`].
     #[error("--kubernetes-version: {0:?} is not a release volsec knows; expected 1.{OLDEST_MINOR} to 1.{NEWEST_MINOR}, e.g. 1.{NEWEST_MINOR}")]
     Version(String),
+    /// An item of `--feature-gates` is not `NAME=true` or `NAME=false`.
     #[error("--feature-gates: {0:?} is not NAME=true or NAME=false")]
     Syntax(String),
+    /// A gate volsec does not know (and so cannot honour).
     #[error("--feature-gates: unknown feature gate {name:?}; volsec knows {known}")]
-    Unknown { name: String, known: String },
+    Unknown {
+        /// The name as given.
+        name: String,
+        /// The gates volsec knows, comma-separated.
+        known: String,
+    },
+    /// The gate was not in kubelet yet at the given release.
     #[error(
         "--feature-gates: {name} does not exist in Kubernetes {version}; it appeared in 1.{from}"
     )]
     NotYet {
+        /// The gate.
         name: &'static str,
+        /// The release asked for.
         version: KubeVersion,
+        /// The minor release the gate appeared in.
         from: u32,
     },
+    /// The gate is GA at the given release, locked to its default.
     #[error("--feature-gates: {name} is GA and locked to {default} in Kubernetes {version}; it cannot be set to {asked}")]
     Locked {
+        /// The gate.
         name: &'static str,
+        /// The release asked for.
         version: KubeVersion,
+        /// The value the gate is locked to.
         default: bool,
+        /// The value asked for.
         asked: bool,
     },
 }
@@ -184,6 +206,7 @@ pub enum GateError {
 /// The gates in force on a node: kubelet's defaults for a release plus overrides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FeatureGates {
+    /// The node's Kubernetes release.
     pub version: KubeVersion,
     /// Every gate volsec uses, by name, with its value (defaults included).
     pub values: BTreeMap<&'static str, bool>,
@@ -239,6 +262,7 @@ impl FeatureGates {
         Ok(())
     }
 
+    /// Whether `gate` is on.
     pub fn enabled(&self, gate: Gate) -> bool {
         self.values.get(gate.name()).copied().unwrap_or(false)
     }

@@ -12,21 +12,31 @@ use serde::Serialize;
 /// An image's accounts: `/etc/passwd` and `/etc/group`, as text the caller has read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageAccounts {
+    /// The lines of `/etc/passwd`.
     pub users: Vec<User>,
+    /// The lines of `/etc/group`.
     pub groups: Vec<Group>,
 }
 
+/// One line of `/etc/passwd`: the fields the identity needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// The login name.
     pub name: String,
+    /// The uid.
     pub uid: i64,
+    /// The primary group.
     pub gid: i64,
 }
 
+/// One line of `/etc/group`: the fields the identity needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
+    /// The group's name.
     pub name: String,
+    /// The gid.
     pub gid: i64,
+    /// The user names listed as members: the image's implicit supplementary groups.
     pub members: Vec<String>,
 }
 
@@ -113,8 +123,11 @@ impl ImageAccounts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContainerKind {
+    /// `initContainers`.
     Init,
+    /// `containers`.
     Container,
+    /// `ephemeralContainers`.
     Ephemeral,
 }
 
@@ -132,7 +145,9 @@ impl ContainerKind {
 /// The identity one container's first process runs with, and what it does with the volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerIdentity {
+    /// The container's name.
     pub name: String,
+    /// Which list of the pod spec it is in.
     pub kind: ContainerKind,
     /// runAsUser (container, else pod); `null`: the image's USER decides.
     pub uid: Option<i64>,
@@ -145,6 +160,7 @@ pub struct ContainerIdentity {
     pub supplemental_groups_policy: &'static str,
     /// With Merge, whether the image's /etc/group was read; if not, `groups` may miss some.
     pub image_groups_known: bool,
+    /// `securityContext.privileged`: the process bypasses file permissions.
     pub privileged: bool,
     /// The container mounts the planned volume.
     pub mounts_volume: bool,

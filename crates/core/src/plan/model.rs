@@ -33,7 +33,9 @@ pub enum OwnershipAction {
 /// The fsGroup part of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OwnershipPlan {
+    /// Who applies fsGroup.
     pub action: OwnershipAction,
+    /// Why, in one sentence naming the fields that decided it.
     pub reason: String,
     /// The pod's fsGroup, when it has one.
     pub fs_group: Option<u32>,
@@ -60,7 +62,9 @@ pub enum SeLinuxAction {
 /// The SELinux part of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SeLinuxPlan {
+    /// How the label is applied.
     pub action: SeLinuxAction,
+    /// Why, in one sentence naming the fields that decided it.
     pub reason: String,
     /// `mount_option` / `relabel`: the file label, canonical.
     pub label: Option<String>,
@@ -75,16 +79,23 @@ pub struct SeLinuxPlan {
 pub struct Plan {
     /// `namespace/name` of the pod.
     pub pod: String,
+    /// The volume, and what it leads to (plugin, driver, claim, PersistentVolume).
     pub volume: VolumeInfo,
+    /// The Kubernetes version the decision followed, e.g. `1.33`.
     pub kubernetes_version: String,
     /// The gates the decision used, defaults included.
     pub feature_gates: std::collections::BTreeMap<&'static str, bool>,
+    /// Whether SELinux is enabled on the node.
     pub selinux_enabled: bool,
     /// What the CSI driver reported: `true`/`false`, `null` when not asked (no socket).
     pub csi_volume_mount_group: Option<bool>,
+    /// The fsGroup decision.
     pub ownership: OwnershipPlan,
+    /// The SELinux label decision.
     pub selinux: SeLinuxPlan,
+    /// The identity each container runs with, from securityContext and the image's accounts.
     pub containers: Vec<ContainerIdentity>,
+    /// Things the pod will meet that are not errors, e.g. an OnRootMismatch that can never skip.
     pub warnings: Vec<String>,
 }
 

@@ -58,13 +58,17 @@ pub(crate) struct Resolved<'a> {
 /// What the plan says about the volume (part of the JSON output).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VolumeInfo {
+    /// The volume's name in `spec.volumes`.
     pub name: String,
     /// The pod's volume source: `csi`, `persistentVolumeClaim`, `ephemeral`, `emptyDir`, ...
     pub source: String,
     /// The volume plugin behind it: `csi`, `local`, `iscsi`, `emptyDir`, ...
     pub plugin: String,
+    /// The CSI driver's name, for a CSI volume (inline, ephemeral or through a PersistentVolume).
     pub driver: Option<String>,
+    /// The PersistentVolumeClaim the volume names, if any.
     pub claim_name: Option<String>,
+    /// The PersistentVolume bound to that claim, if given.
     pub persistent_volume: Option<String>,
     /// The PersistentVolume's `spec.accessModes`; `null` for an inline volume or when unset.
     pub access_modes: Option<Vec<String>>,

@@ -36,6 +36,7 @@ pub struct Job {
 /// How to run a pass.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Threads, nested mounts and how many failures to keep.
     pub walk: WalkOptions,
     /// Report what would change without changing anything.
     pub dry_run: bool,
@@ -44,14 +45,29 @@ pub struct Options {
 /// Why a pass was refused before anything was changed.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
+    /// The root could not be opened as a directory without following a symlink.
     #[error(transparent)]
     Root(#[from] RootError),
+    /// The root is a system directory (`/`, `/usr`, `$HOME`, ...): a recursive chown or
+    /// relabel there would break the node.
     #[error("{path}: refusing to change a system directory ({what})")]
-    RefusedRoot { path: String, what: String },
+    RefusedRoot {
+        /// The root's path.
+        path: String,
+        /// Which system directory it is, e.g. `it is /usr`.
+        what: String,
+    },
+    /// A relabel was asked on a filesystem that cannot store labels, and the job does not
+    /// allow treating that as "relabel not needed".
     #[error("{path}: the filesystem cannot store SELinux labels (EOPNOTSUPP); mount it with -o context= instead, or pass --ignore-unsupported to treat the relabel as not needed")]
-    LabelsUnsupported { path: String },
+    LabelsUnsupported {
+        /// The root's path.
+        path: String,
+    },
+    /// The job asks for neither an fsGroup nor a label.
     #[error("nothing to do: give an fsGroup, an SELinux label, or both")]
     NothingAsked,
+    /// The label cannot be used on this node (invalid in the loaded policy, unreadable).
     #[error("{0}")]
     Label(String),
 }

@@ -18,11 +18,13 @@ pub enum SkipReason {
 /// The result of one pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The volume's root.
     #[serde(serialize_with = "lossy::path")]
     pub path: PathBuf,
     /// `complete`, `partial` (some entries failed; root left unchanged), `cancelled`, or
     /// `skipped`.
     pub outcome: &'static str,
+    /// What the pass counted.
     #[serde(flatten)]
     pub tally: Tally,
     /// The failures with their paths (capped; `failed` counts all).
@@ -30,16 +32,25 @@ pub struct Report {
     /// The nested mount points that were left alone.
     #[serde(serialize_with = "lossy::paths")]
     pub nested_mounts: Vec<PathBuf>,
+    /// Why no walk was needed, when the pass was skipped.
     pub skipped_reason: Option<SkipReason>,
     /// The relabel was dropped because the filesystem cannot store labels.
     pub labels_unsupported: bool,
+    /// The fsGroup applied, if ownership was asked.
     pub fs_group: Option<u32>,
+    /// The read-only masks (0440, 02550) were used.
     pub read_only: bool,
+    /// The SELinux label applied, as the node spells it, if a relabel was asked.
     pub selinux_label: Option<String>,
+    /// `Always` or `OnRootMismatch`: the fsGroupChangePolicy that applied.
     pub change_policy: &'static str,
+    /// Nothing was written: the counts say what would have changed.
     pub dry_run: bool,
+    /// The worker threads the walk used.
     pub threads: usize,
+    /// How long the pass took.
     pub elapsed_ms: u64,
+    /// Entries examined per second: `visited` over the elapsed time.
     pub inodes_per_second: u64,
 }
 

@@ -112,14 +112,17 @@ impl Context {
         })
     }
 
+    /// The SELinux user, e.g. `system_u`.
     pub fn user(&self) -> &str {
         &self.user
     }
 
+    /// The role, e.g. `object_r` for files.
     pub fn role(&self) -> &str {
         &self.role
     }
 
+    /// The type, e.g. `container_file_t`: what the policy's rules are about.
     pub fn type_(&self) -> &str {
         &self.type_
     }
@@ -179,10 +182,12 @@ impl MlsRange {
         }
     }
 
+    /// The lower level of the range (the only one, for a single level).
     pub fn low(&self) -> &Level {
         &self.low
     }
 
+    /// The upper level (clearance) of the range.
     pub fn high(&self) -> &Level {
         &self.high
     }
@@ -241,6 +246,7 @@ impl Level {
         Ok(level)
     }
 
+    /// The sensitivity `N` of `sN`.
     pub fn sensitivity(&self) -> u32 {
         self.sensitivity
     }

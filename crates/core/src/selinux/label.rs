@@ -12,20 +12,28 @@ use std::path::Path;
 /// Mirrors Kubernetes' seLinuxOptions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeLinuxOptions {
+    /// `seLinuxOptions.user`: replaces the file label's user.
     pub user: Option<String>,
+    /// `seLinuxOptions.role`: describes the process; not used for files.
     pub role: Option<String>,
+    /// `seLinuxOptions.type`: describes the process; not used for files.
     pub type_: Option<String>,
+    /// `seLinuxOptions.level`: replaces the file label's MLS/MCS level.
     pub level: Option<String>,
 }
 
 /// Why `seLinuxOptions` do not give a file label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LabelError {
+    /// A field is not valid SELinux syntax.
     #[error("seLinuxOptions.{field}: {source}")]
     Invalid {
+        /// The field of `seLinuxOptions`, e.g. `level`.
         field: &'static str,
+        /// What is wrong with it.
         source: ParseContextError,
     },
+    /// No level was given.
     #[error("seLinuxOptions.level is missing: without it the container runtime picks a random MCS level, so the file label is not known in advance")]
     LevelMissing,
 }

@@ -38,17 +38,30 @@ pub fn mount_has_seclabel(mounts: &[MountInfo], mount_id: u64) -> Option<bool> {
 /// Why the kernel refused or could not check a context.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// The loaded policy does not know the context (`EINVAL` from selinuxfs).
     #[error("SELinux context {context:?} is not valid in the loaded policy (the kernel refused it through {path})")]
-    InvalidInPolicy { context: String, path: PathBuf },
+    InvalidInPolicy {
+        /// The context as given.
+        context: String,
+        /// The selinuxfs `context` file that was asked.
+        path: PathBuf,
+    },
+    /// selinuxfs could not be asked.
     #[error("{path}: cannot check SELinux context {context:?}: {source}")]
     Io {
+        /// The context as given.
         context: String,
+        /// The selinuxfs `context` file that was asked.
         path: PathBuf,
+        /// What the kernel answered.
         source: io::Error,
     },
+    /// The kernel's canonical form of the context does not parse.
     #[error("{path}: the kernel returned a context volsec cannot read: {source}")]
     Unreadable {
+        /// The selinuxfs `context` file that answered.
         path: PathBuf,
+        /// Why its answer does not parse.
         source: ParseContextError,
     },
 }

@@ -45,7 +45,9 @@ pub const SYSTEM_DIRECTORIES: &[&str] = &[
 /// One refused place: how to name it, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
+    /// Why it is refused, as messages say it: `it is /usr`, `it is $HOME, /root`.
     pub what: String,
+    /// The refused directory.
     pub path: PathBuf,
 }
 

@@ -12,9 +12,13 @@ use std::io;
 /// means the entry has to be `stat`ed to be classified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryType {
+    /// `DT_DIR`: walked into.
     Dir,
+    /// `DT_LNK`: never followed.
     Symlink,
+    /// Any other known type (file, device, pipe, socket).
     Other,
+    /// `DT_UNKNOWN`: the filesystem did not say.
     Unknown,
 }
 
@@ -26,7 +30,9 @@ pub struct DirEntry<'a> {
     /// `d_off`: the entry's place in the directory's listing (where reading goes on after
     /// it).
     pub off: u64,
+    /// The entry's name inside the directory read (never `.` or `..`).
     pub name: &'a CStr,
+    /// Its type as `d_type` reported it.
     pub kind: EntryType,
 }
 

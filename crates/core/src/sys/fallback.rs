@@ -26,7 +26,10 @@ pub(super) const SYS_GETXATTRAT: libc::c_long = 464;
 /// Which system calls are in use, for reports and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fallbacks {
+    /// `chmod` goes through `/proc/self/fd` because `fchmodat2` is missing (before Linux 6.6).
     pub chmod_via_proc: bool,
+    /// Extended attributes go through `/proc/self/fd` because `getxattrat`/`setxattrat` are
+    /// missing (before Linux 6.13).
     pub xattr_via_proc: bool,
 }
 

@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 /// One line of `/proc/self/mountinfo`, the fields volsec needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// The mount's id, as `statx`'s `STATX_MNT_ID` reports it.
     pub mount_id: u64,
+    /// Where the mount is attached (octal escapes decoded).
     pub mount_point: PathBuf,
+    /// The filesystem type, e.g. `ext4`, `tmpfs`, `nfs`.
     pub fs_type: String,
     /// The superblock options (the last field), e.g. `rw,seclabel,size=1024k`.
     pub super_options: Vec<String>,

@@ -11,12 +11,19 @@ use std::io;
 /// The kind of a directory entry, from its `st_mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
+    /// A directory.
     Dir,
+    /// A regular file (also anything `st_mode` does not name otherwise).
     File,
+    /// A symbolic link: never followed, never chmodded.
     Symlink,
+    /// A named pipe.
     Fifo,
+    /// A Unix domain socket.
     Socket,
+    /// A block device node.
     BlockDevice,
+    /// A character device node.
     CharDevice,
 }
 
@@ -37,18 +44,24 @@ impl FileKind {
 /// What the passes need to know about an inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stat {
+    /// The file type, from `st_mode & S_IFMT`.
     pub kind: FileKind,
     /// Permission bits including setuid, setgid and sticky (`st_mode & 07777`).
     pub perm: u32,
+    /// The owning user.
     pub uid: u32,
+    /// The owning group: what the fsGroup pass changes.
     pub gid: u32,
+    /// The device the inode lives on.
     pub dev: u64,
+    /// The inode number; with `dev`, the inode's identity.
     pub ino: u64,
     /// The id of the mount the inode was reached through (before Linux 5.8, its device).
     pub mnt_id: u64,
 }
 
 impl Stat {
+    /// Whether the entry is a directory (gets the setgid and execute bits, and is walked into).
     pub fn is_dir(&self) -> bool {
         self.kind == FileKind::Dir
     }

@@ -105,18 +105,23 @@ impl<'a> Entry<'a> {
 /// What a visitor did to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visited {
+    /// Something was written (or, in a dry run, would have been).
     Changed,
+    /// The entry was already right; nothing was written.
     Unchanged,
 }
 
 /// A failed operation on an entry: which call, and what the kernel said.
 #[derive(Debug)]
 pub struct OpError {
+    /// The system call that failed, e.g. `chown`, `lsetxattr`, `open`.
     pub op: &'static str,
+    /// What the kernel answered.
     pub err: io::Error,
 }
 
 impl OpError {
+    /// An error of `op`.
     pub fn new(op: &'static str, err: io::Error) -> OpError {
         OpError { op, err }
     }
@@ -124,6 +129,8 @@ impl OpError {
 
 /// The work done on each entry. Called from several threads at once.
 pub trait Visitor: Sync {
+    /// Does the work on one entry: reads what it needs, writes only what differs. An error
+    /// is recorded as a [`Failure`] of that entry and the walk goes on.
     fn visit(&self, entry: &Entry<'_>) -> Result<Visited, OpError>;
 
     /// Whether every entry must be `statx`ed. A visitor that only reads and writes by name
@@ -167,6 +174,7 @@ impl Default for WalkOptions {
 }
 
 impl WalkOptions {
+    /// The number of workers to start: `threads`, or the online CPUs when it is 0.
     pub fn effective_threads(&self) -> usize {
         if self.threads > 0 {
             self.threads

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 /// One entry that could not be handled.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Failure {
+    /// The entry's path, for people; never used to reach it.
     #[serde(serialize_with = "lossy::path")]
     pub path: PathBuf,
     /// The operation that failed (`chown`, `chmod`, `open`, `setxattr`, ...).
@@ -26,16 +27,19 @@ pub mod lossy {
     use serde::Serializer;
     use std::path::{Path, PathBuf};
 
+    /// Serializes one path, lossily.
     pub fn path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&path.to_string_lossy())
     }
 
+    /// Serializes a list of paths, lossily.
     pub fn paths<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
     }
 }
 
 impl Failure {
+    /// A failure of `op` on `path`, with the errno's name and the kernel's message apart.
     pub fn new(path: PathBuf, op: &'static str, err: &io::Error) -> Failure {
         let errno = err
             .raw_os_error()
@@ -132,12 +136,14 @@ pub struct Tally {
 }
 
 impl Progress {
+    /// Counters at zero that keep at most `max_errors` failures with their paths.
     pub fn new(max_errors: usize) -> Progress {
         let p = Progress::default();
         p.max_errors.store(max_errors as u64, Relaxed);
         p
     }
 
+    /// A snapshot of the counters now.
     pub fn tally(&self) -> Tally {
         Tally {
             visited: self.visited.load(Relaxed),
@@ -154,6 +160,7 @@ impl Progress {
         self.errors.lock().expect("lock").clone()
     }
 
+    /// The nested mount points left alone so far.
     pub fn skipped_mounts(&self) -> Vec<PathBuf> {
         self.skipped_mounts.lock().expect("lock").clone()
     }

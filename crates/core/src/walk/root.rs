@@ -8,16 +8,25 @@ use std::path::{Path, PathBuf};
 /// Why a root was refused. Each message is one sentence naming the path and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
+    /// The path does not exist (`ENOENT`).
     #[error("{0}: no such directory")]
     Missing(PathBuf),
+    /// The path is not a directory.
     #[error("{0}: not a directory (a volume root must be a directory)")]
     NotADirectory(PathBuf),
+    /// A component of the path is a symlink (`ELOOP`, or `ENOTDIR` on a final symlink).
     #[error(
         "{0}: a symlink is on the path, and volsec never follows one (give the resolved path)"
     )]
     Symlink(PathBuf),
+    /// Any other error opening or reading the root.
     #[error("{path}: cannot open: {err}")]
-    Open { path: PathBuf, err: io::Error },
+    Open {
+        /// The root's path.
+        path: PathBuf,
+        /// What the kernel answered.
+        err: io::Error,
+    },
 }
 
 /// An open volume root.
@@ -43,10 +52,12 @@ impl Root {
         })
     }
 
+    /// The path the root was opened by, for messages.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The root's descriptor: every change below starts from it.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
