@@ -1,7 +1,7 @@
 //! `volsec bench`: measure volsec against the passes nodes run today, on standard trees, and
 //! gate regressions in CI.
 
-use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
+use super::exit::{Exit, Refusal};
 use std::path::PathBuf;
 use volsec_bench::harness::{self, Config, Scenario};
 use volsec_bench::scratch::FsKind;
@@ -107,7 +107,10 @@ struct RunArgs {
 
     /// Create a fresh filesystem for each tree: an ext4 or xfs image in /dev/shm,
     /// loop-mounted, or a tmpfs (needs root). Default: ext4 as root, else tmpfs /dev/shm.
-    #[arg(long, value_enum)]
+    /// `slow:LATENCY` (e.g. slow:500us, slow:2ms) is a network-like volume: a FUSE
+    /// passthrough of a tmpfs answering every request after LATENCY, many at once (needs
+    /// /dev/fuse and fusermount3).
+    #[arg(long, value_name = "ext4|xfs|tmpfs|slow:LATENCY", value_parser = FsKind::parse)]
     fs: Option<FsKind>,
 
     /// Size of the ext4 or xfs image, sparse (default 128G; `G` for GiB, `M` for MiB).
@@ -207,7 +210,7 @@ enum ReportFormat {
     Json,
 }
 
-pub fn run(args: Args) -> u8 {
+pub fn run(args: Args) -> Result<Exit, Refusal> {
     match args.command {
         Command::Run(a) => run_suite(a),
         Command::Compare(a) => compare(a),
@@ -216,16 +219,12 @@ pub fn run(args: Args) -> u8 {
     }
 }
 
-fn one_pass(a: PassArgs) -> u8 {
-    let label = match a
+fn one_pass(a: PassArgs) -> Result<Exit, Refusal> {
+    let label = a
         .selinux_context
         .as_deref()
         .map(volsec_core::selinux::Context::parse)
-    {
-        Some(Err(e)) => return super::apply::refuse(&e),
-        Some(Ok(l)) => Some(l),
-        None => None,
-    };
+        .transpose()?;
     let job = volsec_core::prepare::Job {
         ownership: a
             .fs_group
@@ -237,16 +236,12 @@ fn one_pass(a: PassArgs) -> u8 {
         change_policy: a.change_policy,
         ignore_unsupported_labels: false,
     };
-    match harness::pass_in_this_process(&a.path, &job, a.threads) {
-        Ok(out) => {
-            println!("{}", serde_json::to_string(&out).expect("serializes"));
-            EXIT_OK
-        }
-        Err(e) => super::apply::refuse(&e),
-    }
+    let out = harness::pass_in_this_process(&a.path, &job, a.threads)?;
+    println!("{}", serde_json::to_string(&out).expect("serializes"));
+    Ok(Exit::Done)
 }
 
-fn run_suite(a: RunArgs) -> u8 {
+fn run_suite(a: RunArgs) -> Result<Exit, Refusal> {
     volsec_bench::scratch::clean_up_on_interrupt();
     let config = Config {
         shapes: a.shapes,
@@ -271,15 +266,10 @@ fn run_suite(a: RunArgs) -> u8 {
         seed: a.seed,
         verbose: !a.quiet,
     };
-    let results = match harness::run(&config) {
-        Ok(r) => r,
-        Err(e) => return super::apply::refuse(&e),
-    };
-    if let Err(e) = write_outputs(&results, a.json.as_deref(), a.plot.as_deref()) {
-        return super::apply::refuse(&e);
-    }
+    let results = harness::run(&config)?;
+    write_outputs(&results, a.json.as_deref(), a.plot.as_deref())?;
     print(&results, a.output);
-    EXIT_OK
+    Ok(Exit::Done)
 }
 
 fn write_outputs(
@@ -306,13 +296,13 @@ fn print(results: &results::Results, format: ReportFormat) {
     }
 }
 
-fn compare(a: CompareArgs) -> u8 {
+fn compare(a: CompareArgs) -> Result<Exit, Refusal> {
     let (old, new) = match (
         results::Results::load(&a.old),
         results::Results::load(&a.new),
     ) {
         (Ok(o), Ok(n)) => (o, n),
-        (Err(e), _) | (_, Err(e)) => return super::apply::refuse(&e),
+        (Err(e), _) | (_, Err(e)) => return Err(Refusal::new(e)),
     };
     let gate = compare::Gate {
         statistic: a.statistic,
@@ -329,26 +319,18 @@ fn compare(a: CompareArgs) -> u8 {
             serde_json::to_string_pretty(&c).expect("comparison serializes")
         ),
     }
-    if c.regressed() {
-        EXIT_PARTIAL
-    } else {
-        EXIT_OK
-    }
+    Ok(Exit::done_if(!c.regressed()))
 }
 
-fn show(a: ReportArgs) -> u8 {
-    let results = match results::Results::load(&a.file) {
-        Ok(r) => r,
-        Err(e) => return super::apply::refuse(&e),
-    };
-    if let Err(e) = write_outputs(&results, None, a.plot.as_deref()) {
-        return super::apply::refuse(&e);
-    }
+fn show(a: ReportArgs) -> Result<Exit, Refusal> {
+    let results = results::Results::load(&a.file)?;
+    write_outputs(&results, None, a.plot.as_deref())?;
     print(&results, a.output);
     if results.rows.is_empty() {
-        return EXIT_REFUSED;
+        // The tables printed above are empty: they say it.
+        return Err(Refusal::reported());
     }
-    EXIT_OK
+    Ok(Exit::Done)
 }
 
 fn parse_shape(s: &str) -> Result<(Shape, Option<u64>), String> {

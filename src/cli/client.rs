@@ -1,7 +1,7 @@
 //! `volsec client`: drive a running agent by hand, one subcommand per RPC.
 
+use super::exit::{Exit, Refusal};
 use super::output::Format;
-use super::{EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use volsec_grpc::agent::proto::{self, prepare_event::Event};
@@ -96,7 +96,7 @@ pub struct PrepareArgs {
     /// The volume's root directory, below one of the agent's --allowed-root.
     pub path: String,
     #[command(flatten)]
-    pub job: super::apply::JobArgs,
+    pub job: super::flags::JobArgs,
     /// Report what would change without changing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -115,37 +115,31 @@ pub struct CancelArgs {
     pub path: Option<String>,
 }
 
-pub fn run(args: Args) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+pub fn run(args: Args) -> Result<Exit, Refusal> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("volsec: cannot start the async runtime: {e}");
-            return EXIT_REFUSED;
-        }
-    };
+        .map_err(|e| Refusal::new(format_args!("cannot start the async runtime: {e}")))?;
     runtime.block_on(call(args))
 }
 
-async fn call(args: Args) -> u8 {
-    let mut client = match volsec_grpc::agent::client::connect(&args.socket).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "volsec: {}: cannot reach the agent: {} (is `volsec serve` running, and may this user open the socket?)",
-                args.socket.display(),
-                source_chain(&e)
-            );
-            return EXIT_REFUSED;
-        }
-    };
+async fn call(args: Args) -> Result<Exit, Refusal> {
+    let mut client = volsec_grpc::agent::client::connect(&args.socket)
+        .await
+        .map_err(|e| {
+            Refusal::at(
+                &args.socket,
+                format_args!(
+                    "cannot reach the agent: {} (is `volsec serve` running, and may this user open the socket?)",
+                    source_chain(&e)
+                ),
+            )
+        })?;
     let format = args.output;
     let outcome = match args.call {
         Call::List => client.list(proto::ListRequest {}).await.map(|r| {
             print_list(&r.into_inner(), format);
-            EXIT_OK
+            Ok(Exit::Done)
         }),
         Call::Cancel(c) => client
             .cancel(proto::CancelRequest {
@@ -159,27 +153,23 @@ async fn call(args: Args) -> u8 {
                     Format::Json => println!("{}", json!({ "cancelled": ids })),
                     Format::Text => println!("cancelled: {}", ids.join(", ")),
                 }
-                EXIT_OK
+                Ok(Exit::Done)
             }),
-        Call::Plan(p) => match plan_request(&p) {
-            Ok(req) => client.plan(req).await.map(|r| {
+        Call::Plan(p) => {
+            let req = plan_request(&p)?;
+            client.plan(req).await.map(|r| {
                 print_plan(&r.into_inner(), format);
-                EXIT_OK
-            }),
-            Err(e) => {
-                eprintln!("volsec: {e}");
-                return EXIT_REFUSED;
-            }
-        },
+                Ok(Exit::Done)
+            })
+        }
         Call::Prepare(p) => prepare(&mut client, p, format).await,
     };
     outcome.unwrap_or_else(|status| {
-        eprintln!(
-            "volsec: the agent refused the call ({:?}): {}",
+        Err(Refusal::new(format_args!(
+            "the agent refused the call ({:?}): {}",
             status.code(),
             status.message()
-        );
-        EXIT_REFUSED
+        )))
     })
 }
 
@@ -198,7 +188,7 @@ async fn prepare(
     client: &mut proto::volume_agent_client::VolumeAgentClient<tonic::transport::Channel>,
     p: PrepareArgs,
     format: Format,
-) -> Result<u8, tonic::Status> {
+) -> Result<Result<Exit, Refusal>, tonic::Status> {
     let request = proto::PrepareRequest {
         path: p.path,
         fs_group: p.job.fs_group,
@@ -217,9 +207,10 @@ async fn prepare(
         }
         if let Some(Event::Result(r)) = &ev.event {
             return Ok(match r.outcome() {
-                proto::Outcome::Complete | proto::Outcome::Skipped => EXIT_OK,
-                proto::Outcome::Refused => EXIT_REFUSED,
-                _ => EXIT_PARTIAL,
+                proto::Outcome::Complete | proto::Outcome::Skipped => Ok(Exit::Done),
+                // The result printed above says why.
+                proto::Outcome::Refused => Err(Refusal::reported()),
+                _ => Ok(Exit::Partial),
             });
         }
     }

@@ -1,10 +1,240 @@
-//! Flag parsers shared by several subcommands, so each spelling is accepted in one place.
+//! Flag groups and parsers shared by several subcommands, so each flag is declared, and
+//! each spelling accepted, in one place: what a pass must do ([`JobArgs`]), how it runs
+//! ([`RunArgs`]), a label given whole or as seLinuxOptions ([`LabelArgs`]), and the
+//! manifests and node facts a plan is made from ([`PodArgs`]).
 
+use super::output::Format;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use volsec_core::ownership::ChangePolicy;
+use std::path::PathBuf;
+use volsec_core::ownership::{ChangePolicy, Ownership};
+use volsec_core::prepare::{Job, Options};
+use volsec_core::selinux::{self, Context, SeLinuxOptions};
+use volsec_core::walk::WalkOptions;
 
 /// `--change-policy Always|OnRootMismatch`, spelled as in a pod manifest.
 pub fn change_policy() -> impl TypedValueParser<Value = ChangePolicy> {
     PossibleValuesParser::new(ChangePolicy::ALL.map(|p| p.as_str()))
         .map(|s| s.parse().expect("one of the possible values"))
+}
+
+/// What a volume must end up with: the flags `volsec apply` and `volsec client prepare`
+/// share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JobArgs {
+    /// The pod's fsGroup: the group every entry gets.
+    #[arg(long, value_name = "GID", value_parser = parse_fs_group)]
+    pub fs_group: Option<u32>,
+
+    /// The volume is mounted read-only: masks 0440 (files) and 02550 (directories).
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// fsGroupChangePolicy: OnRootMismatch skips the walk when the root already matches.
+    #[arg(long, value_parser = change_policy(), default_value_t = ChangePolicy::Always)]
+    pub change_policy: ChangePolicy,
+
+    /// Also apply this SELinux file label, in the same walk.
+    #[arg(long, value_name = "CONTEXT")]
+    pub selinux_context: Option<String>,
+
+    /// A filesystem that cannot store labels is "relabel not needed", not an error.
+    #[arg(long)]
+    pub ignore_unsupported: bool,
+}
+
+impl JobArgs {
+    /// Whether any of what a pod's manifests would decide was given by hand.
+    pub fn is_given(&self) -> bool {
+        self.fs_group.is_some() || self.selinux_context.is_some() || self.read_only
+    }
+
+    /// The job, with the label parsed as `volsec relabel` parses it (the pass checks it).
+    pub fn job(&self) -> Result<Job, String> {
+        let label = self
+            .selinux_context
+            .as_deref()
+            .map(context_from_text)
+            .transpose()?;
+        Ok(Job {
+            ownership: self.fs_group.map(|fs_group| Ownership {
+                fs_group,
+                read_only: self.read_only,
+            }),
+            label,
+            change_policy: self.change_policy,
+            ignore_unsupported_labels: self.ignore_unsupported,
+        })
+    }
+}
+
+fn parse_fs_group(text: &str) -> Result<u32, String> {
+    let value: i64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    volsec_core::ownership::fs_group(value)
+}
+
+/// Flags shared by every command that walks a volume.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Worker threads (default: one per online CPU).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+
+    /// Walk into nested mount points instead of reporting and skipping them.
+    #[arg(long)]
+    pub cross_mounts: bool,
+
+    /// Report what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How many failures to list with their paths (all are counted).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_errors: usize,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> Options {
+        Options {
+            walk: WalkOptions {
+                threads: self.threads,
+                cross_mounts: self.cross_mounts,
+                max_errors: self.max_errors,
+            },
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+/// How a label is given: whole, or as seLinuxOptions to complete.
+#[derive(clap::Args, Debug, Clone)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("label-source").required(true).args(["context", "level"])))]
+pub struct LabelArgs {
+    /// The whole file label, user:role:type[:range].
+    #[arg(long, value_name = "CONTEXT", conflicts_with = "user")]
+    pub context: Option<String>,
+
+    /// seLinuxOptions.level (e.g. s0:c123,c456), completed with the node's container file
+    /// defaults (/usr/share/containers/selinux/contexts, else the policy's lxc_contexts,
+    /// else system_u:object_r:container_file_t).
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<String>,
+
+    /// seLinuxOptions.user, replacing the defaults' user (needs --level).
+    #[arg(long, value_name = "USER", requires = "level")]
+    pub user: Option<String>,
+}
+
+impl LabelArgs {
+    /// The file label these flags give. The kernel (and the policy) check it before a pass
+    /// (`prepare`) or a mount option (`mount-option`) uses it.
+    pub fn label(&self) -> Result<Context, String> {
+        if let Some(context) = &self.context {
+            return context_from_text(context);
+        }
+        let defaults = selinux::container_file_defaults();
+        let level = match &self.level {
+            Some(level) => Some(raw_range(level, &defaults)?),
+            None => None,
+        };
+        let options = SeLinuxOptions {
+            user: self.user.clone(),
+            level,
+            ..Default::default()
+        };
+        selinux::file_label(&options, &defaults).map_err(|e| e.to_string())
+    }
+}
+
+/// A whole context given on the command line (`--context`, `apply --selinux-context`):
+/// translated (with libselinux) and parsed.
+pub fn context_from_text(text: &str) -> Result<Context, String> {
+    Context::parse(&raw_context(text)?).map_err(|e| e.to_string())
+}
+
+/// With the `libselinux` feature, MCS names (mcstransd's) are translated to raw levels.
+#[cfg(feature = "libselinux")]
+fn raw_context(text: &str) -> Result<String, String> {
+    selinux::libselinux::to_raw(text).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libselinux"))]
+fn raw_context(text: &str) -> Result<String, String> {
+    Ok(text.to_string())
+}
+
+#[cfg(feature = "libselinux")]
+fn raw_range(range: &str, within: &Context) -> Result<String, String> {
+    selinux::libselinux::range_to_raw(range, within).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "libselinux"))]
+fn raw_range(range: &str, _within: &Context) -> Result<String, String> {
+    Ok(range.to_string())
+}
+
+/// The manifests and node facts a plan is made from (shared with `volsec apply --pod`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PodArgs {
+    /// The Pod manifest (YAML or JSON; in a multi-document file, its one Pod is used).
+    #[arg(long, value_name = "FILE", requires = "volume")]
+    pub pod: Option<PathBuf>,
+
+    /// The name of the volume in the pod's spec.volumes.
+    #[arg(long, value_name = "NAME", requires = "pod")]
+    pub volume: Option<String>,
+
+    /// The PersistentVolume bound to the volume's claim (persistentVolumeClaim and
+    /// ephemeral volumes need it).
+    #[arg(long, value_name = "FILE")]
+    pub pv: Option<PathBuf>,
+
+    /// The CSIDriver object of the volume's driver (fsGroupPolicy, seLinuxMount); without
+    /// it, Kubernetes' defaults apply (ReadWriteOnceWithFSType, no seLinuxMount).
+    #[arg(long, value_name = "FILE")]
+    pub csidriver: Option<PathBuf>,
+
+    /// The CSI driver's socket: ask it NodeGetCapabilities for VOLUME_MOUNT_GROUP. Without
+    /// it, the driver is assumed not to have the capability.
+    #[arg(long, value_name = "PATH")]
+    pub csi_socket: Option<PathBuf>,
+
+    /// How long to wait for the CSI driver's answer [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub csi_timeout: Option<f64>,
+
+    /// SELinux is enabled on the node (labels are applied only then).
+    #[arg(long)]
+    pub selinux_enabled: bool,
+
+    /// kubelet feature gates, as kubelet spells them: SELinuxMount=true,... Known:
+    /// SELinuxMountReadWriteOncePod, SELinuxChangePolicy, SELinuxMount,
+    /// SupplementalGroupsPolicy; the others keep the release's defaults.
+    #[arg(long, value_name = "GATES")]
+    pub feature_gates: Option<String>,
+
+    /// The node's Kubernetes release, 1.25 to 1.36; feature gates default as in it
+    /// [default: 1.36].
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+
+    /// The node's container file label defaults (user:role:type:level) [default: read from
+    /// /usr/share/containers/selinux/contexts, else the policy's lxc_contexts].
+    #[arg(long, value_name = "CONTEXT")]
+    pub selinux_defaults: Option<String>,
+
+    /// An unpacked image root: its /etc/passwd and /etc/group give the groups that
+    /// supplementalGroupsPolicy Merge adds.
+    #[arg(long, value_name = "DIR")]
+    pub image_root: Option<PathBuf>,
 }

@@ -4,22 +4,18 @@
 mod apply;
 mod bench;
 mod client;
+mod exit;
 mod flags;
 mod mount_option;
 mod output;
+mod pass;
 mod plan;
 mod relabel;
 mod serve;
 
 use clap::{Parser, Subcommand};
+use exit::{Exit, Refusal};
 use std::process::ExitCode;
-
-/// Exit status: everything done.
-pub const EXIT_OK: u8 = 0;
-/// Exit status: the pass ran but some entries failed (or it was cancelled).
-pub const EXIT_PARTIAL: u8 = 1;
-/// Exit status: refused before anything was changed (bad arguments or a bad root).
-pub const EXIT_REFUSED: u8 = 2;
 
 /// Prepares Kubernetes volumes for the pods that mount them: fsGroup ownership and SELinux
 /// labels in one parallel pass that never follows a symlink, with exactly kubelet's results.
@@ -53,9 +49,9 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() {
-                EXIT_REFUSED
+                Refusal::CODE
             } else {
-                EXIT_OK
+                Exit::Done.code()
             });
         }
     };
@@ -65,7 +61,7 @@ pub fn main() -> ExitCode {
         volsec_core::sys::default_sigpipe();
         output::init_logging();
     }
-    let code = match cli.command {
+    let ended = match cli.command {
         Command::Apply(args) => apply::run(args),
         Command::Relabel(args) => relabel::run(args),
         Command::MountOption(args) => mount_option::run(args),
@@ -74,5 +70,11 @@ pub fn main() -> ExitCode {
         Command::Client(args) => client::run(args),
         Command::Bench(args) => bench::run(args),
     };
-    ExitCode::from(code)
+    match ended {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(refusal) => {
+            refusal.print();
+            ExitCode::from(Refusal::CODE)
+        }
+    }
 }

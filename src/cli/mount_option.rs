@@ -1,9 +1,8 @@
 //! `volsec mount-option`: the `-o context=` option a label-mounted volume gets.
 
-use super::apply::refuse;
+use super::exit::{Exit, Refusal};
+use super::flags::LabelArgs;
 use super::output::Format;
-use super::relabel::LabelArgs;
-use super::EXIT_OK;
 use volsec_core::selinux;
 
 /// The long help (`--help`), after the summary and the options.
@@ -40,11 +39,8 @@ struct Answer {
     mount_option: String,
 }
 
-pub fn run(args: Args) -> u8 {
-    let label = match args.label.label().and_then(selinux::checked_label) {
-        Ok(label) => label,
-        Err(e) => return refuse(&e),
-    };
+pub fn run(args: Args) -> Result<Exit, Refusal> {
+    let label = args.label.label().and_then(selinux::checked_label)?;
     let answer = Answer {
         label: label.to_string(),
         mount_option: selinux::mount_option(&label),
@@ -56,5 +52,5 @@ pub fn run(args: Args) -> u8 {
             serde_json::to_string(&answer).expect("a JSON object of strings")
         ),
     }
-    EXIT_OK
+    Ok(Exit::Done)
 }

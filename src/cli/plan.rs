@@ -1,15 +1,16 @@
 //! `volsec plan`: kubelet's decisions for one volume of a pod, explained.
 
-use super::apply::RunArgs;
+use super::exit::{Exit, Refusal};
+use super::flags::{PodArgs, RunArgs};
 use super::output::Format;
-use super::EXIT_OK;
+use super::pass::execute;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use volsec_core::plan::gates::{FeatureGates, KubeVersion};
+use volsec_core::plan::gates::GateError;
 use volsec_core::plan::identity::ImageAccounts;
-use volsec_core::plan::{self, manifest, DecideError, Input, Inputs, NodeFacts, Plan};
-use volsec_core::selinux::Context;
+use volsec_core::plan::{manifest, DecideError, Input, Inputs, Plan};
+use volsec_grpc::node::{self, Csi, NodeError, NodeSpec};
 
 /// The long help: what the answers mean, and examples.
 const LONG_HELP: &str = "\
@@ -50,89 +51,25 @@ pub struct Args {
     pub output: Format,
 }
 
-/// The manifests and node facts a plan is made from (shared with `volsec apply --pod`).
-#[derive(clap::Args, Debug, Clone)]
-pub struct PodArgs {
-    /// The Pod manifest (YAML or JSON; in a multi-document file, its one Pod is used).
-    #[arg(long, value_name = "FILE", requires = "volume")]
-    pub pod: Option<PathBuf>,
-
-    /// The name of the volume in the pod's spec.volumes.
-    #[arg(long, value_name = "NAME", requires = "pod")]
-    pub volume: Option<String>,
-
-    /// The PersistentVolume bound to the volume's claim (persistentVolumeClaim and
-    /// ephemeral volumes need it).
-    #[arg(long, value_name = "FILE")]
-    pub pv: Option<PathBuf>,
-
-    /// The CSIDriver object of the volume's driver (fsGroupPolicy, seLinuxMount); without
-    /// it, Kubernetes' defaults apply (ReadWriteOnceWithFSType, no seLinuxMount).
-    #[arg(long, value_name = "FILE")]
-    pub csidriver: Option<PathBuf>,
-
-    /// The CSI driver's socket: ask it NodeGetCapabilities for VOLUME_MOUNT_GROUP. Without
-    /// it, the driver is assumed not to have the capability.
-    #[arg(long, value_name = "PATH")]
-    pub csi_socket: Option<PathBuf>,
-
-    /// How long to wait for the CSI driver's answer [default: 5].
-    #[arg(long, value_name = "SECONDS")]
-    pub csi_timeout: Option<f64>,
-
-    /// SELinux is enabled on the node (labels are applied only then).
-    #[arg(long)]
-    pub selinux_enabled: bool,
-
-    /// kubelet feature gates, as kubelet spells them: SELinuxMount=true,... Known:
-    /// SELinuxMountReadWriteOncePod, SELinuxChangePolicy, SELinuxMount,
-    /// SupplementalGroupsPolicy; the others keep the release's defaults.
-    #[arg(long, value_name = "GATES")]
-    pub feature_gates: Option<String>,
-
-    /// The node's Kubernetes release, 1.25 to 1.36; feature gates default as in it
-    /// [default: 1.36].
-    #[arg(long, value_name = "VERSION")]
-    pub kubernetes_version: Option<String>,
-
-    /// The node's container file label defaults (user:role:type:level) [default: read from
-    /// /usr/share/containers/selinux/contexts, else the policy's lxc_contexts].
-    #[arg(long, value_name = "CONTEXT")]
-    pub selinux_defaults: Option<String>,
-
-    /// An unpacked image root: its /etc/passwd and /etc/group give the groups that
-    /// supplementalGroupsPolicy Merge adds.
-    #[arg(long, value_name = "DIR")]
-    pub image_root: Option<PathBuf>,
-}
-
-pub fn run(args: Args) -> u8 {
-    let mut plan = match make_plan(&args.pod) {
-        Ok(plan) => plan,
-        Err(e) => return super::apply::refuse(&e),
-    };
+pub fn run(args: Args) -> Result<Exit, Refusal> {
+    let mut plan = make_plan(&args.pod)?;
     if let Some(path) = &args.path {
-        match volsec_core::walk::Root::open(path) {
-            Ok(root) => plan = plan.with_root(root.stat(), path),
-            Err(e) => return super::apply::refuse(&e),
-        }
+        let root = volsec_core::walk::Root::open(path)?;
+        plan = plan.with_root(root.stat(), path);
     }
     print_plan(&plan, args.output);
-    EXIT_OK
+    Ok(Exit::Done)
 }
 
 /// `volsec apply --pod ... PATH`: makes the plan and runs what it leaves to volsec.
-pub fn apply(args: &PodArgs, path: &Path, run: &RunArgs) -> u8 {
-    let plan = match make_plan(args) {
-        Ok(plan) => plan,
-        Err(e) => return super::apply::refuse(&e),
-    };
+pub fn apply(args: &PodArgs, path: &Path, run: &RunArgs) -> Result<Exit, Refusal> {
+    let plan = make_plan(args)?;
     if run.output == Format::Text {
         emit(&render_text(&plan));
         emit("\n");
     }
     match plan.job() {
-        Some(job) => super::apply::execute(path, &job, run),
+        Some(job) => execute(path, &job, run),
         None => {
             match run.output {
                 Format::Json => println!(
@@ -150,7 +87,7 @@ pub fn apply(args: &PodArgs, path: &Path, run: &RunArgs) -> u8 {
                     path.display()
                 ),
             }
-            EXIT_OK
+            Ok(Exit::Done)
         }
     }
 }
@@ -160,17 +97,8 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
     let (Some(pod_file), Some(volume)) = (&args.pod, &args.volume) else {
         return Err("--pod FILE and --volume NAME are both needed to make a plan".into());
     };
-    let version = match &args.kubernetes_version {
-        Some(v) => KubeVersion::parse(v).map_err(|e| e.to_string())?,
-        None => KubeVersion::NEWEST,
-    };
-    let gates = FeatureGates::with_overrides(version, args.feature_gates.as_deref().unwrap_or(""))
-        .map_err(|e| e.to_string())?;
-    let container_file_defaults = match &args.selinux_defaults {
-        Some(c) => Context::parse(c)
-            .map_err(|e| format!("--selinux-defaults: {e}; expected user:role:type:level"))?,
-        None => volsec_core::selinux::container_file_defaults(),
-    };
+    let spec = node_spec(args)?;
+    let mut node = spec.facts().map_err(|e| node_error(args, &e))?;
     let pod = manifest::load(pod_file).map_err(|e| e.to_string())?;
     let pv = args
         .pv
@@ -193,45 +121,48 @@ pub fn make_plan(args: &PodArgs) -> Result<Plan, String> {
         })?),
         None => None,
     };
-    let timeout = csi_timeout(args)?;
-    let mut node = NodeFacts {
-        selinux_enabled: args.selinux_enabled,
-        gates,
-        volume_mount_group: None,
-        container_file_defaults,
-        image,
-    };
+    node.image = image;
     let inputs = Inputs {
         pod: &pod,
         volume,
         pv: pv.as_ref(),
         csi_driver: driver.as_ref(),
     };
-    let decide = |node: &NodeFacts| plan::decide(&inputs, node).map_err(|e| name_file(args, &e));
-    let plan = decide(&node)?;
-    let Some(sock) = &args.csi_socket else {
-        return Ok(plan);
+    node::decide_blocking(&inputs, node, &spec.csi).map_err(|e| node_error(args, &e))
+}
+
+/// The node as the flags describe it, for the node-facts gatherer.
+fn node_spec(args: &PodArgs) -> Result<NodeSpec, String> {
+    let csi = match &args.csi_socket {
+        Some(path) => Csi::Socket {
+            path: path.clone(),
+            timeout: csi_timeout(args)?,
+        },
+        None => Csi::NotAsked,
     };
-    // Only a CSI volume's driver is asked, and only once the manifests are known good.
-    let Some(volume_driver) = plan.volume.driver.clone() else {
-        let mut plan = plan;
-        plan.warnings.push(format!(
-            "--csi-socket {} was not asked: volume {:?} is not a CSI volume",
-            sock.display(),
-            plan.volume.name
-        ));
-        return Ok(plan);
-    };
-    let caps = volsec_grpc::csi::probe::probe_blocking(sock, timeout).map_err(|e| e.to_string())?;
-    if let Some(name) = caps.driver.filter(|n| *n != volume_driver) {
-        return Err(format!(
-            "--csi-socket {}: the socket belongs to driver {name:?} (Identity/GetPluginInfo), but volume {:?} uses driver {volume_driver:?}",
-            sock.display(),
-            plan.volume.name
-        ));
+    Ok(NodeSpec {
+        kubernetes_version: args.kubernetes_version.clone(),
+        feature_gates: args
+            .feature_gates
+            .as_deref()
+            .unwrap_or("")
+            .parse()
+            .map_err(|e: GateError| e.to_string())?,
+        selinux_enabled: args.selinux_enabled,
+        selinux_defaults: args.selinux_defaults.clone(),
+        csi,
+    })
+}
+
+/// A refusal of the node facts, naming the flag or the file it is about.
+fn node_error(args: &PodArgs, e: &NodeError) -> String {
+    match e {
+        NodeError::Decide(e) => name_file(args, e),
+        NodeError::SelinuxDefaults(_) => format!("--selinux-defaults: {e}"),
+        NodeError::OtherDriver { .. } => format!("--csi-socket {e}"),
+        // These already name their flag, or the socket.
+        NodeError::Version(_) | NodeError::Gates(_) | NodeError::Probe(_) => e.to_string(),
     }
-    node.volume_mount_group = Some(caps.volume_mount_group);
-    decide(&node)
 }
 
 fn csi_timeout(args: &PodArgs) -> Result<Duration, String> {

@@ -1,6 +1,6 @@
 //! `volsec serve`: the node agent.
 
-use super::{EXIT_OK, EXIT_REFUSED};
+use super::exit::{Exit, Refusal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,16 +99,14 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn run(args: Args) -> u8 {
+pub fn run(args: Args) -> Result<Exit, Refusal> {
     let metrics_listen = match args.metrics_listen.as_str() {
         "none" | "" => None,
-        addr => match addr.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("volsec: --metrics-listen {addr:?}: {e} (expected e.g. 127.0.0.1:9808, or none)");
-                return EXIT_REFUSED;
-            }
-        },
+        addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
+            Refusal::new(format_args!(
+                "--metrics-listen {addr:?}: {e} (expected e.g. 127.0.0.1:9808, or none)"
+            ))
+        })?),
     };
     let config = Config {
         allow_uids: args.allow_uid,
@@ -131,37 +129,25 @@ pub fn run(args: Args) -> u8 {
     let _ = tracing::dispatcher::set_global_default(logs);
     // The socket is bound (or systemd's adopted) before any runtime thread exists: both
     // change process-wide state, the umask and the environment.
-    let listener = match Listener::open(&args.socket) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("volsec: {e}");
-            return EXIT_REFUSED;
-        }
-    };
+    let listener = Listener::open(&args.socket).map_err(logged)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("volsec-agent")
-        .build();
-    let runtime = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("volsec: cannot start the async runtime: {e}");
-            return EXIT_REFUSED;
-        }
-    };
-    let served = runtime.block_on(async {
-        let shutdown = server::termination().map_err(server::ServeError::Socket)?;
-        server::serve(listener, config, shutdown).await
-    });
-    match served {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("volsec: {e}");
-            EXIT_REFUSED
-        }
-    }
+        .build()
+        .map_err(|e| Refusal::new(format_args!("cannot start the async runtime: {e}")))?;
+    runtime
+        .block_on(async {
+            let shutdown = server::termination().map_err(server::ServeError::Socket)?;
+            server::serve(listener, config, shutdown).await
+        })
+        .map_err(logged)?;
+    Ok(Exit::Done)
+}
+
+/// An error that ends the agent: logged (the journal keeps it), then the refusal on stderr.
+fn logged(e: impl std::fmt::Display) -> Refusal {
+    tracing::error!("{e}");
+    Refusal::new(e)
 }
 
 /// The agent's logger: `--log-format`, `RUST_LOG` (default info), on stderr.

@@ -1,0 +1,28 @@
+//! One pass over a volume, as `volsec apply`, `volsec apply --pod` and `volsec relabel` run
+//! it: a progress bar while it runs, then its report.
+
+use super::exit::{Exit, Refusal};
+use super::flags::RunArgs;
+use super::output::{self, Format};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use volsec_core::prepare::{self, Job};
+use volsec_core::walk::Progress;
+
+/// Runs a pass with a progress bar and prints its report.
+pub fn execute(path: &Path, job: &Job, run: &RunArgs) -> Result<Exit, Refusal> {
+    let options = run.options();
+    let progress = Progress::new(options.walk.max_errors);
+    let cancel = AtomicBool::new(false);
+    let quiet = run.quiet || run.output == Format::Json;
+    let result = output::with_progress(&progress, quiet, || {
+        prepare::prepare(path, job, &options, &progress, &cancel)
+    });
+    match result {
+        Ok(report) => {
+            output::print_report(&report, run.output);
+            Ok(Exit::done_if(report.succeeded()))
+        }
+        Err(e) => Err(Refusal::new(e).output(run.output)),
+    }
+}
