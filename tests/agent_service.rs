@@ -929,3 +929,79 @@ async fn a_job_queued_behind_a_cancelled_one_still_waits_for_the_running_one() {
     assert_eq!(result_of(&third).outcome(), proto::Outcome::Complete);
     assert_eq!(gid_mode(&vol).0, 4000);
 }
+
+/// The agent gathers the node facts with `volsec plan`'s code: a socket whose driver is not
+/// the volume's is refused with the command line's sentence, and a non-CSI volume's plan
+/// does not ask the socket at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_refuses_another_driver_s_socket_as_volsec_plan_does() {
+    use volsec_grpc::csi::fake_driver::{Behaviour, FakeDriver};
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.sock");
+    let driver = FakeDriver::start(
+        &wrong,
+        Behaviour {
+            volume_mount_group: true,
+            name: Some("nfs.csi.k8s.io".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let agent = Agent::start(dir.path(), &[]);
+    let mut client = agent.client().await;
+    let read = |name: &str| std::fs::read(fixture(name)).unwrap();
+    let node = proto::NodeFacts {
+        selinux_defaults: "system_u:object_r:container_file_t:s0".into(),
+        csi_socket: wrong.display().to_string(),
+        ..Default::default()
+    };
+    let request = proto::PlanRequest {
+        pod: read("pods/on-root-mismatch.yaml"),
+        volume: "data".into(),
+        persistent_volume: read("pv/rwo.yaml"),
+        node: Some(node.clone()),
+        ..Default::default()
+    };
+    let rpc = client.plan(request).await.unwrap_err();
+    assert_eq!(rpc.code(), Code::InvalidArgument, "{}", rpc.message());
+
+    let mut cmd = volsec_pod(
+        "plan",
+        "pods/on-root-mismatch.yaml",
+        "data",
+        &["--pv", "@pv/rwo.yaml", "--csi-socket"],
+    );
+    cmd.arg(&wrong)
+        .args(["--selinux-defaults", "system_u:object_r:container_file_t:s0"]);
+    // Off the runtime, so that it keeps serving the driver.
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let cli = stderr
+        .lines()
+        .find_map(|l| l.split_once("--csi-socket ").map(|(_, sentence)| sentence))
+        .unwrap_or_else(|| panic!("no --csi-socket refusal in {stderr}"));
+    assert!(cli.contains("belongs to driver \"nfs.csi.k8s.io\""), "{cli}");
+    assert_eq!(rpc.message(), format!("node.csi_socket: {cli}"));
+
+    let not_csi = proto::PlanRequest {
+        pod: read("pods/security-context.yaml"),
+        volume: "sec-ctx-vol".into(),
+        node: Some(proto::NodeFacts {
+            csi_socket: dir.path().join("missing.sock").display().to_string(),
+            ..node
+        }),
+        ..Default::default()
+    };
+    let plan = client.plan(not_csi).await.expect("plan").into_inner();
+    let json: serde_json::Value = serde_json::from_str(&plan.plan_json).unwrap();
+    assert_eq!(json["csi_volume_mount_group"], serde_json::Value::Null);
+    assert!(
+        plan.warnings[0].contains("was not asked: volume \"sec-ctx-vol\" is not a CSI volume"),
+        "{:?}",
+        plan.warnings
+    );
+    driver.stop().await;
+}

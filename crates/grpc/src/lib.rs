@@ -7,6 +7,8 @@
 //!
 //! - [`csi`]: the CSI Node service as far as volsec needs it.
 //! - [`agent`]: the node agent's gRPC service, security, jobs and metrics.
+//! - [`node`]: the node facts a plan is decided from, for `volsec plan` and the agent.
 
 pub mod agent;
 pub mod csi;
+pub mod node;

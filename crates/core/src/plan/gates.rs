@@ -203,6 +203,46 @@ pub enum GateError {
     },
 }
 
+/// `--feature-gates` as given, `A=true,B=false`: names and values in the order given, not
+/// yet checked against a release. The one parser of that syntax, for `volsec plan`, the
+/// agent's client (which sends the values as a map) and the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateOverrides(Vec<(String, bool)>);
+
+impl GateOverrides {
+    /// Overrides that arrive as a map (the agent's `NodeFacts.feature_gates`), sorted by
+    /// name, so a refusal names the same gate whatever order the map iterates in.
+    pub fn from_map<S: Into<String>>(map: impl IntoIterator<Item = (S, bool)>) -> GateOverrides {
+        let mut items: Vec<(String, bool)> = map.into_iter().map(|(n, v)| (n.into(), v)).collect();
+        items.sort();
+        GateOverrides(items)
+    }
+
+    /// The overrides in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        self.0.iter().map(|(name, value)| (name.as_str(), *value))
+    }
+}
+
+impl std::str::FromStr for GateOverrides {
+    type Err = GateError;
+
+    /// Empty items are ignored, spaces around names and values too.
+    fn from_str(spec: &str) -> Result<GateOverrides, GateError> {
+        spec.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|item| {
+                let syntax = || GateError::Syntax(item.to_string());
+                let (name, value) = item.split_once('=').ok_or_else(syntax)?;
+                let value = value.trim().parse().map_err(|_| syntax())?;
+                Ok((name.trim().to_string(), value))
+            })
+            .collect::<Result<_, _>>()
+            .map(GateOverrides)
+    }
+}
+
 /// The gates in force on a node: kubelet's defaults for a release plus overrides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FeatureGates {
@@ -224,16 +264,17 @@ impl FeatureGates {
 
     /// Defaults for `version` with `--feature-gates` applied (`A=true,B=false`).
     pub fn with_overrides(version: KubeVersion, spec: &str) -> Result<FeatureGates, GateError> {
+        FeatureGates::with(version, &spec.parse()?)
+    }
+
+    /// Defaults for `version` with `overrides` applied, in their order.
+    pub fn with(
+        version: KubeVersion,
+        overrides: &GateOverrides,
+    ) -> Result<FeatureGates, GateError> {
         let mut gates = FeatureGates::defaults(version);
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (name, value) = item
-                .split_once('=')
-                .ok_or_else(|| GateError::Syntax(item.to_string()))?;
-            let value: bool = value
-                .trim()
-                .parse()
-                .map_err(|_| GateError::Syntax(item.to_string()))?;
-            gates.set(name.trim(), value)?;
+        for (name, value) in overrides.iter() {
+            gates.set(name, value)?;
         }
         Ok(gates)
     }

@@ -2,23 +2,23 @@
 //!
 //! The manifests travel as the API server serves them (JSON or YAML bytes), which is what
 //! the volume manager holds; they are parsed with the same code as `volsec plan --pod`,
-//! and decided by the same pure function ([`volsec_core::plan::decide`]). Only the node facts the
-//! caller cannot know cheaply are looked up here: the CSI driver's VOLUME_MOUNT_GROUP (on
-//! `csi_socket`, unless the caller says) and the container label defaults. An image root
+//! and decided by the same pure function ([`volsec_core::plan::decide`]), with the node facts
+//! gathered by the same code ([`crate::node`]): the CSI driver's VOLUME_MOUNT_GROUP (on
+//! `csi_socket`, unless the caller says) and the container label defaults are looked up
+//! when the request does not give them. An image root
 //! (`volsec plan --image-root`) is not accepted: reading a path the caller names as host
 //! root is what the agent refuses to do.
 
 use super::jobs::policy_to_proto;
 use super::proto;
 use super::security::AllowedRoots;
+use crate::node::{self, Csi, NodeError, NodeSpec};
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use k8s_openapi::api::storage::v1::CSIDriver;
 use k8s_openapi::serde::de::DeserializeOwned;
-use std::path::Path;
 use tonic::Status;
-use volsec_core::plan::gates::{FeatureGates, KubeVersion};
-use volsec_core::plan::{self, manifest, DecideError, Input, Inputs, NodeFacts, Plan};
-use volsec_core::selinux::Context;
+use volsec_core::plan::gates::GateOverrides;
+use volsec_core::plan::{manifest, DecideError, Input, Inputs, Plan};
 
 /// Decides the plan for a request, or says which field is wrong.
 pub async fn plan(
@@ -34,14 +34,24 @@ pub async fn plan(
     }
     let pv: Option<PersistentVolume> = parse("persistent_volume", &req.persistent_volume)?;
     let driver: Option<CSIDriver> = parse("csi_driver", &req.csi_driver)?;
-    let node = node_facts(req.node.clone().unwrap_or_default()).await?;
+    let spec = node_spec(req.node.clone().unwrap_or_default());
+    let facts = {
+        let spec = spec.clone();
+        // Without defaults in the request, the node's contexts file is read.
+        tokio::task::spawn_blocking(move || spec.facts())
+            .await
+            .map_err(|e| Status::internal(format!("reading the node facts: {e}")))?
+            .map_err(|e| node_error(&e))?
+    };
     let inputs = Inputs {
         pod: &pod,
         volume: &req.volume,
         pv: pv.as_ref(),
         csi_driver: driver.as_ref(),
     };
-    let mut plan = plan::decide(&inputs, &node).map_err(|e| decide_error(&e))?;
+    let mut plan = node::decide(&inputs, facts, &spec.csi)
+        .await
+        .map_err(|e| node_error(&e))?;
     if !req.path.is_empty() {
         let path = roots.check(&req.path)?;
         let root = volsec_core::walk::Root::open(&path)
@@ -67,47 +77,40 @@ fn parse<T: k8s_openapi::Resource + DeserializeOwned>(
         .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-async fn node_facts(facts: proto::NodeFacts) -> Result<NodeFacts, Status> {
-    let bad = |e: String| Status::invalid_argument(format!("node.{e}"));
-    let version = match facts.kubernetes_version.as_str() {
-        "" => KubeVersion::NEWEST,
-        v => KubeVersion::parse(v).map_err(|e| bad(format!("kubernetes_version: {e}")))?,
+/// The request's node facts, as the node-facts gatherer takes them.
+fn node_spec(facts: proto::NodeFacts) -> NodeSpec {
+    let csi = match (facts.volume_mount_group, facts.csi_socket.as_str()) {
+        (Some(known), _) => Csi::Known(known),
+        (None, "") => Csi::NotAsked,
+        (None, socket) => Csi::Socket {
+            path: socket.into(),
+            timeout: crate::csi::probe::DEFAULT_TIMEOUT,
+        },
     };
-    let mut spec: Vec<String> = facts
-        .feature_gates
-        .iter()
-        .map(|(name, on)| format!("{name}={on}"))
-        .collect();
-    spec.sort();
-    let gates = FeatureGates::with_overrides(version, &spec.join(","))
-        .map_err(|e| bad(format!("feature_gates: {e}")))?;
-    let container_file_defaults = match facts.selinux_defaults.as_str() {
-        "" => tokio::task::spawn_blocking(volsec_core::selinux::container_file_defaults)
-            .await
-            .map_err(|e| Status::internal(format!("reading the container label defaults: {e}")))?,
-        c => Context::parse(c).map_err(|e| {
-            bad(format!(
-                "selinux_defaults: {e}; expected user:role:type:level"
-            ))
-        })?,
-    };
-    let volume_mount_group = match (facts.volume_mount_group, facts.csi_socket.as_str()) {
-        (Some(known), _) => Some(known),
-        (None, "") => None,
-        (None, socket) => Some(
-            crate::csi::probe::probe(Path::new(socket), crate::csi::probe::DEFAULT_TIMEOUT)
-                .await
-                .map_err(|e| Status::failed_precondition(format!("node.csi_socket: {e}")))?
-                .volume_mount_group,
-        ),
-    };
-    Ok(NodeFacts {
+    NodeSpec {
+        kubernetes_version: Some(facts.kubernetes_version).filter(|v| !v.is_empty()),
+        feature_gates: GateOverrides::from_map(facts.feature_gates),
         selinux_enabled: facts.selinux_enabled,
-        gates,
-        volume_mount_group,
-        container_file_defaults,
-        image: None,
-    })
+        selinux_defaults: Some(facts.selinux_defaults).filter(|c| !c.is_empty()),
+        csi,
+    }
+}
+
+/// A refusal, naming the request's field as the command line names its flag.
+fn node_error(e: &NodeError) -> Status {
+    let field = match e {
+        NodeError::Decide(e) => return decide_error(e),
+        NodeError::Version(_) => "node.kubernetes_version",
+        NodeError::Gates(_) => "node.feature_gates",
+        NodeError::SelinuxDefaults(_) => "node.selinux_defaults",
+        NodeError::Probe(_) | NodeError::OtherDriver { .. } => "node.csi_socket",
+    };
+    let message = format!("{field}: {e}");
+    match e {
+        // The driver may come back: the request itself was fine.
+        NodeError::Probe(_) => Status::failed_precondition(message),
+        _ => Status::invalid_argument(message),
+    }
 }
 
 fn decide_error(e: &DecideError) -> Status {
