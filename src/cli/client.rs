@@ -4,6 +4,7 @@ use super::exit::{Exit, Refusal};
 use super::output::Format;
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use volsec_core::plan::gates::GateOverrides;
 use volsec_grpc::agent::proto::{self, prepare_event::Event};
 
 const EXAMPLES: &str = "Examples:
@@ -396,16 +397,15 @@ fn plan_request(p: &PlanArgs) -> Result<proto::PlanRequest, String> {
     let read = |path: &PathBuf| {
         std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
     };
-    let mut feature_gates = std::collections::HashMap::new();
-    for gate in &p.feature_gates {
-        let (name, value) = gate
-            .split_once('=')
-            .ok_or_else(|| format!("--feature-gates {gate:?}: expected NAME=true or NAME=false"))?;
-        let value = value
-            .parse::<bool>()
-            .map_err(|_| format!("--feature-gates {gate:?}: the value must be true or false"))?;
-        feature_gates.insert(name.to_string(), value);
-    }
+    // Checked against the release by the agent; only the syntax here, with plan's parser.
+    let feature_gates = p
+        .feature_gates
+        .join(",")
+        .parse::<GateOverrides>()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
     Ok(proto::PlanRequest {
         pod: read(&p.pod)?,
         volume: p.volume.clone(),
