@@ -12,3 +12,4 @@
 pub mod agent;
 pub mod csi;
 pub mod node;
+pub mod proxy;
