@@ -4,6 +4,7 @@
 mod apply;
 mod bench;
 mod client;
+mod csi_proxy;
 mod exit;
 mod flags;
 mod mount_option;
@@ -40,6 +41,7 @@ enum Command {
     Plan(plan::Args),
     Serve(serve::Args),
     Client(client::Args),
+    CsiProxy(csi_proxy::Args),
     Bench(bench::Args),
 }
 
@@ -56,7 +58,7 @@ pub fn main() -> ExitCode {
         }
     };
     // The agent sets up its own logging (`--log-format`) and keeps SIGPIPE ignored.
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::CsiProxy(_)) {
         // `volsec ... | head` ends quietly. Not for the agent: a client hanging up must never kill it.
         volsec_core::sys::default_sigpipe();
         output::init_logging();
@@ -68,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Client(args) => client::run(args),
+        Command::CsiProxy(args) => csi_proxy::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match ended {
