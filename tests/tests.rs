@@ -19,6 +19,7 @@ mod bench_run;
 mod bench_tree;
 mod csi_probe;
 mod kubelet_conformance;
+mod layout;
 mod ownership_errors;
 mod ownership_mounts;
 mod ownership_tree;
