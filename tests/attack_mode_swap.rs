@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use volsec_core::ownership::ChangePolicy;
+use volsec_core::prepare::PassOutcome;
 
 const PAIRS: usize = 32;
 const ROUNDS: usize = 300;
@@ -35,7 +36,7 @@ fn pass(vol: &Path, round: usize) {
     let report = prepare_fs_group(vol, Some(fs_group), ChangePolicy::Always)
         .unwrap_or_else(|e| panic!("round {round}: refused: {e}"));
     assert!(
-        report.outcome == "complete" || report.outcome == "partial",
+        matches!(report.outcome, PassOutcome::Complete | PassOutcome::Partial),
         "round {round}: {report:?}"
     );
 }

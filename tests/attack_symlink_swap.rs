@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use volsec_core::ownership::ChangePolicy;
+use volsec_core::prepare::PassOutcome;
 
 /// Passes per attack. The first [`BINARY_ROUNDS`] run the `volsec apply` binary; the rest
 /// drive the same library call in-process, which costs no process start (tens of
@@ -84,8 +85,8 @@ fn pass(vol: &Path, round: usize, env: &[(&str, &str)]) -> i32 {
     let report = prepare_fs_group(vol, Some(fs_group), ChangePolicy::Always)
         .unwrap_or_else(|e| panic!("round {round}: a good root under attack was refused: {e}"));
     match report.outcome {
-        "complete" => 0,
-        "partial" => 1,
+        PassOutcome::Complete => 0,
+        PassOutcome::Partial => 1,
         other => panic!("round {round}: outcome {other}: {report:?}"),
     }
 }
@@ -414,7 +415,7 @@ fn parent_of_the_root_swapped_for_a_symlink_is_refused() {
             }
             let fs_group = fs_group(round).parse().unwrap();
             match prepare_fs_group(&root, Some(fs_group), ChangePolicy::Always) {
-                Ok(report) => assert_eq!(report.outcome, "complete", "{report:?}"),
+                Ok(report) => assert_eq!(report.outcome, PassOutcome::Complete, "{report:?}"),
                 Err(volsec_core::prepare::PrepareError::Root(_)) => refused += 1,
                 Err(e) => panic!("round {round}: {e}"),
             }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use volsec_core::prepare::PassOutcome;
 
 fn apply(args: &[&str], path: &Path) -> Output {
     let mut cmd = volsec();
@@ -352,7 +353,7 @@ fn entries_deleted_during_the_pass_are_vanished_not_failed() {
             "attempt {attempt}: a deleted entry is not a failure: {:?}",
             report.errors
         );
-        assert_eq!(report.outcome, "complete", "attempt {attempt}");
+        assert_eq!(report.outcome, PassOutcome::Complete, "attempt {attempt}");
         assert_eq!(
             gid_mode(&vol),
             (FS_GROUP, 0o2775),
@@ -549,7 +550,7 @@ fn a_cancelled_pass_leaves_the_root_unchanged() {
         prepare::prepare(&vol, &job, &Options::default(), &progress, &cancel)
     })
     .expect("the pass runs");
-    assert_eq!(report.outcome, "cancelled", "{report:?}");
+    assert_eq!(report.outcome, PassOutcome::Cancelled, "{report:?}");
     assert!(!report.succeeded(), "a cancelled pass did not succeed");
     assert_eq!(
         (gid_mode(&vol), ctime_ns(&vol)),

@@ -5,6 +5,7 @@ use super::output::Format;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use volsec_core::plan::gates::GateOverrides;
+use volsec_grpc::agent::convert;
 use volsec_grpc::agent::proto::{self, prepare_event::Event};
 
 const EXAMPLES: &str = "Examples:
@@ -194,17 +195,17 @@ async fn prepare(
         path: p.path,
         fs_group: p.job.fs_group,
         read_only: p.job.read_only,
-        change_policy: volsec_grpc::agent::jobs::policy_to_proto(p.job.change_policy) as i32,
+        change_policy: convert::policy_to_proto(p.job.change_policy) as i32,
         selinux_context: p.job.selinux_context.unwrap_or_default(),
         ignore_unsupported_labels: p.job.ignore_unsupported,
         dry_run: p.dry_run,
         cross_mounts: p.cross_mounts,
     };
-    let mut stream = client.prepare(request).await?.into_inner();
+    let mut stream = client.prepare(request.clone()).await?.into_inner();
     while let Some(ev) = stream.message().await? {
         match format {
             Format::Json => println!("{}", event_json(&ev)),
-            Format::Text => print_event(&ev),
+            Format::Text => print_event(&ev, &request),
         }
         if let Some(Event::Result(r)) = &ev.event {
             return Ok(match r.outcome() {
@@ -220,7 +221,7 @@ async fn prepare(
     ))
 }
 
-fn print_event(ev: &proto::PrepareEvent) {
+fn print_event(ev: &proto::PrepareEvent, request: &proto::PrepareRequest) {
     let id = &ev.job_id;
     match &ev.event {
         Some(Event::Accepted(a)) => {
@@ -252,51 +253,18 @@ fn print_event(ev: &proto::PrepareEvent) {
             };
             println!("{id}: {kind}{}: {}", w.reason, w.message);
         }
-        Some(Event::Result(r)) => print_result(id, r),
+        Some(Event::Result(r)) => print_result(id, request, r),
         None => {}
     }
 }
 
-fn print_result(id: &str, r: &proto::Result) {
+/// The result as `volsec apply` prints a pass, after the job's outcome.
+fn print_result(id: &str, request: &proto::PrepareRequest, r: &proto::Result) {
     println!("{id}: {:?}", r.outcome());
-    if !r.error.is_empty() {
-        println!("  {}", r.error);
-        return;
-    }
-    if !r.skip_message.is_empty() {
-        println!("  skipped: {}", r.skip_message);
-    }
-    let changed = if r.dry_run { "would change" } else { "changed" };
-    println!(
-        "  {} visited, {} {changed}, {} unchanged, {} failed, {} vanished, {} mounts skipped",
-        r.visited, r.changed, r.unchanged, r.failed, r.vanished, r.skipped_mounts
-    );
-    println!(
-        "  {:.3} s, {} inodes/s, {} threads",
-        r.elapsed_ms as f64 / 1000.0,
-        r.inodes_per_second,
-        r.threads
-    );
-    for m in &r.nested_mounts {
-        println!("  nested mount skipped: {m}");
-    }
-    for f in &r.failures {
-        println!(
-            "  error: {}: {} failed: {} ({})",
-            f.path, f.op, f.message, f.errno
-        );
-    }
-    if r.failed > r.failures.len() as u64 {
-        println!(
-            "  ... and {} more failures",
-            r.failed - r.failures.len() as u64
-        );
-    }
-    if matches!(
-        r.outcome(),
-        proto::Outcome::Partial | proto::Outcome::Cancelled
-    ) {
-        println!("  the root was left unchanged, so the next OnRootMismatch call walks again");
+    match convert::report_from_result(request, r) {
+        Some(report) => print!("{}", report.summary()),
+        // Refused, or cancelled before it started: the error says why.
+        None => println!("  {}", r.error),
     }
 }
 

@@ -9,7 +9,7 @@
 mod report;
 mod visitor;
 
-pub use report::{Report, SkipReason};
+pub use report::{PassOutcome, Report, SkipReason, Summary};
 
 use crate::ownership::{ChangePolicy, Ownership};
 use crate::selinux::{self, Context};
@@ -106,7 +106,7 @@ pub fn run(
         change_root(root, &visitor, progress);
     }
     let mut report = Report::new(root, &checked.asked, options, progress, None, started);
-    report.outcome = outcome_name(outcome, progress);
+    report.outcome = pass_outcome(outcome, progress);
     report.labels_unsupported = checked.labels_unsupported || visitor.met_unsupported_labels();
     Ok(report)
 }
@@ -215,12 +215,12 @@ fn change_root(root: &Root, visitor: &PassVisitor, progress: &Progress) {
     }
 }
 
-fn outcome_name(outcome: Outcome, progress: &Progress) -> &'static str {
+fn pass_outcome(outcome: Outcome, progress: &Progress) -> PassOutcome {
     match outcome {
-        Outcome::Cancelled => "cancelled",
-        Outcome::Failed => "partial",
-        Outcome::Complete if progress.tally().failed > 0 => "partial",
-        Outcome::Complete => "complete",
+        Outcome::Cancelled => PassOutcome::Cancelled,
+        Outcome::Failed => PassOutcome::Partial,
+        Outcome::Complete if progress.tally().failed > 0 => PassOutcome::Partial,
+        Outcome::Complete => PassOutcome::Complete,
     }
 }
 

@@ -3,8 +3,47 @@
 use super::{Job, Options};
 use crate::walk::{lossy, Failure, Progress, Root, Tally};
 use serde::Serialize;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassOutcome {
+    /// Everything was handled and the root changed last: the volume is prepared.
+    Complete,
+    /// Some entries failed; the root was left unchanged, so the next OnRootMismatch pass
+    /// walks again.
+    Partial,
+    /// The pass was stopped before it finished; the root was left unchanged.
+    Cancelled,
+    /// The root alone settled it (see [`SkipReason`]); nothing below was looked at.
+    Skipped,
+}
+
+impl PassOutcome {
+    /// The name reports use: `complete`, `partial`, `cancelled`, `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassOutcome::Complete => "complete",
+            PassOutcome::Partial => "partial",
+            PassOutcome::Cancelled => "cancelled",
+            PassOutcome::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the root was left as it was although a walk was needed.
+    pub fn left_root_unchanged(self) -> bool {
+        matches!(self, PassOutcome::Partial | PassOutcome::Cancelled)
+    }
+}
+
+impl fmt::Display for PassOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Why no walk was needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -15,15 +54,24 @@ pub enum SkipReason {
     LabelsUnsupported,
 }
 
+/// The reason as a sentence, for the summary and the agent's `skip_message`.
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SkipReason::OnRootMismatch => "OnRootMismatch: the root already has fsGroup, setgid and the permission bits (and the label, if asked), so nothing below was looked at",
+            SkipReason::LabelsUnsupported => "the filesystem cannot store SELinux labels; relabel not needed",
+        })
+    }
+}
+
 /// The result of one pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The volume's root.
     #[serde(serialize_with = "lossy::path")]
     pub path: PathBuf,
-    /// `complete`, `partial` (some entries failed; root left unchanged), `cancelled`, or
-    /// `skipped`.
-    pub outcome: &'static str,
+    /// How the pass ended.
+    pub outcome: PassOutcome,
     /// What the pass counted.
     #[serde(flatten)]
     pub tally: Tally,
@@ -68,9 +116,9 @@ impl Report {
         Report {
             path: root.path().to_path_buf(),
             outcome: if skipped_reason.is_some() {
-                "skipped"
+                PassOutcome::Skipped
             } else {
-                "complete"
+                PassOutcome::Complete
             },
             tally,
             errors: progress.errors(),
@@ -90,6 +138,84 @@ impl Report {
 
     /// Whether the volume is now fully prepared.
     pub fn succeeded(&self) -> bool {
-        self.tally.failed == 0 && self.outcome != "cancelled"
+        self.tally.failed == 0 && self.outcome != PassOutcome::Cancelled
+    }
+
+    /// The summary for people: what was asked, the counts, the failures, one screen. The
+    /// one rendering of a pass, whether it ran here (`apply`, `relabel`) or in the agent
+    /// (`volsec client prepare`).
+    pub fn summary(&self) -> Summary<'_> {
+        Summary(self)
+    }
+}
+
+/// A [`Report`] as text; see [`Report::summary`].
+pub struct Summary<'a>(&'a Report);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        let t = &r.tally;
+        let what = match (r.fs_group, &r.selinux_label) {
+            (Some(g), Some(l)) => format!("fsGroup {g} and label {l}"),
+            (Some(g), None) => format!("fsGroup {g}"),
+            (None, Some(l)) => format!("label {l}"),
+            (None, None) => String::new(),
+        };
+        let dry = if r.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        };
+        writeln!(
+            f,
+            "{}: {what}, policy {}{dry}",
+            r.path.display(),
+            r.change_policy
+        )?;
+        if let Some(reason) = r.skipped_reason {
+            writeln!(f, "  skipped: {reason}")?;
+        }
+        let changed = if r.dry_run { "would change" } else { "changed" };
+        writeln!(
+            f,
+            "  {} visited, {} {changed}, {} unchanged, {} failed, {} vanished, {} mounts skipped",
+            t.visited, t.changed, t.unchanged, t.failed, t.vanished, t.skipped_mounts
+        )?;
+        writeln!(
+            f,
+            "  {:.3} s, {} inodes/s, threads: {}, outcome: {}",
+            r.elapsed_ms as f64 / 1000.0,
+            r.inodes_per_second,
+            r.threads,
+            r.outcome
+        )?;
+        if r.labels_unsupported {
+            writeln!(f, "  labels: {}", SkipReason::LabelsUnsupported)?;
+        }
+        for m in &r.nested_mounts {
+            writeln!(
+                f,
+                "  nested mount skipped: {} (use --cross-mounts to enter)",
+                m.display()
+            )?;
+        }
+        for e in &r.errors {
+            writeln!(f, "  error: {e}")?;
+        }
+        if t.failed > r.errors.len() as u64 {
+            writeln!(
+                f,
+                "  ... and {} more failures",
+                t.failed - r.errors.len() as u64
+            )?;
+        }
+        if t.failed > 0 || r.outcome == PassOutcome::Cancelled {
+            writeln!(
+                f,
+                "  the root was left unchanged, so the next OnRootMismatch pass walks again"
+            )?;
+        }
+        Ok(())
     }
 }

@@ -42,7 +42,7 @@ mod queue;
 mod root;
 mod worker;
 
-pub use progress::{lossy, Failure, Progress, Tally};
+pub use progress::{lossy, Errno, Failure, Progress, Tally, UnknownErrno};
 pub use root::{Root, RootError};
 
 use crate::sys::Stat;

@@ -2,6 +2,7 @@
 //! the agent's progress stream, metrics), and the capped list of failures with their paths.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,10 +14,11 @@ pub struct Failure {
     /// The entry's path, for people; never used to reach it.
     #[serde(serialize_with = "lossy::path")]
     pub path: PathBuf,
-    /// The operation that failed (`chown`, `chmod`, `open`, `setxattr`, ...).
-    pub op: &'static str,
-    /// The errno name, e.g. `EPERM`.
-    pub errno: String,
+    /// The operation that failed (`chown`, `chmod`, `open`, `setxattr`, ...); owned only
+    /// when the failure was read back from the agent's wire form.
+    pub op: Cow<'static, str>,
+    /// What the kernel answered, e.g. `EPERM`.
+    pub errno: Errno,
     /// The kernel's message, e.g. "Operation not permitted".
     pub message: String,
 }
@@ -41,10 +43,7 @@ pub mod lossy {
 impl Failure {
     /// A failure of `op` on `path`, with the errno's name and the kernel's message apart.
     pub fn new(path: PathBuf, op: &'static str, err: &io::Error) -> Failure {
-        let errno = err
-            .raw_os_error()
-            .map(rustix::io::Errno::from_raw_os_error)
-            .map_or_else(|| "EIO".to_string(), errno_name);
+        let errno = Errno::of(err);
         let message = err.to_string();
         let message = message
             .split(" (os error")
@@ -53,7 +52,7 @@ impl Failure {
             .to_string();
         Failure {
             path,
-            op,
+            op: Cow::Borrowed(op),
             errno,
             message,
         }
@@ -73,36 +72,105 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn errno_name(e: rustix::io::Errno) -> String {
+/// An errno value, shown as `errno(3)` names it (`EPERM`): what reports print and compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(rustix::io::Errno);
+
+impl Errno {
+    /// The entry is gone: the container removed it while the pass ran.
+    pub const NOENT: Errno = Errno(rustix::io::Errno::NOENT);
+    /// An I/O error: also what an error that carries no errno is reported as.
+    pub const IO: Errno = Errno(rustix::io::Errno::IO);
+
+    /// The errno of an I/O error; `EIO` for an error that carries none.
+    pub fn of(err: &io::Error) -> Errno {
+        Errno(
+            err.raw_os_error()
+                .map_or(rustix::io::Errno::IO, rustix::io::Errno::from_raw_os_error),
+        )
+    }
+
+    /// The raw value, e.g. 1 for `EPERM`.
+    pub fn raw(self) -> i32 {
+        self.0.raw_os_error()
+    }
+
+    /// The symbolic name of the errnos a pass meets; `None` for the others.
+    pub fn name(self) -> Option<&'static str> {
+        NAMES
+            .iter()
+            .find(|(e, _)| *e == self.0)
+            .map(|(_, name)| *name)
+    }
+}
+
+/// The errnos a pass meets, by name.
+const NAMES: [(rustix::io::Errno, &str); 24] = {
     use rustix::io::Errno as E;
-    let name = match e {
-        E::PERM => "EPERM",
-        E::NOENT => "ENOENT",
-        E::IO => "EIO",
-        E::ACCESS => "EACCES",
-        E::BUSY => "EBUSY",
-        E::EXIST => "EEXIST",
-        E::NOTDIR => "ENOTDIR",
-        E::ISDIR => "EISDIR",
-        E::INVAL => "EINVAL",
-        E::MFILE => "EMFILE",
-        E::NFILE => "ENFILE",
-        E::NOSPC => "ENOSPC",
-        E::ROFS => "EROFS",
-        E::LOOP => "ELOOP",
-        E::NAMETOOLONG => "ENAMETOOLONG",
-        E::NOTSUP => "EOPNOTSUPP",
-        E::NODATA => "ENODATA",
-        E::RANGE => "ERANGE",
-        E::DQUOT => "EDQUOT",
-        E::STALE => "ESTALE",
-        E::NOMEM => "ENOMEM",
-        E::XDEV => "EXDEV",
-        E::NOSYS => "ENOSYS",
-        E::AGAIN => "EAGAIN",
-        other => return format!("errno {}", other.raw_os_error()),
-    };
-    name.to_string()
+    [
+        (E::PERM, "EPERM"),
+        (E::NOENT, "ENOENT"),
+        (E::IO, "EIO"),
+        (E::ACCESS, "EACCES"),
+        (E::BUSY, "EBUSY"),
+        (E::EXIST, "EEXIST"),
+        (E::NOTDIR, "ENOTDIR"),
+        (E::ISDIR, "EISDIR"),
+        (E::INVAL, "EINVAL"),
+        (E::MFILE, "EMFILE"),
+        (E::NFILE, "ENFILE"),
+        (E::NOSPC, "ENOSPC"),
+        (E::ROFS, "EROFS"),
+        (E::LOOP, "ELOOP"),
+        (E::NAMETOOLONG, "ENAMETOOLONG"),
+        (E::NOTSUP, "EOPNOTSUPP"),
+        (E::NODATA, "ENODATA"),
+        (E::RANGE, "ERANGE"),
+        (E::DQUOT, "EDQUOT"),
+        (E::STALE, "ESTALE"),
+        (E::NOMEM, "ENOMEM"),
+        (E::XDEV, "EXDEV"),
+        (E::NOSYS, "ENOSYS"),
+        (E::AGAIN, "EAGAIN"),
+    ]
+};
+
+/// Reads back what [`Display`](std::fmt::Display) wrote (`EPERM`, `errno 140`), as reports
+/// carry it over the wire.
+impl std::str::FromStr for Errno {
+    type Err = UnknownErrno;
+
+    fn from_str(text: &str) -> Result<Errno, UnknownErrno> {
+        if let Some((e, _)) = NAMES.iter().find(|(_, name)| *name == text) {
+            return Ok(Errno(*e));
+        }
+        text.strip_prefix("errno ")
+            .and_then(|n| n.parse().ok())
+            .map(|raw| Errno(rustix::io::Errno::from_raw_os_error(raw)))
+            .ok_or_else(|| UnknownErrno(text.to_string()))
+    }
+}
+
+/// Text that names no errno.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an errno name")]
+pub struct UnknownErrno(pub String);
+
+/// As the text [`Display`](std::fmt::Display) gives: JSON reports say `"errno": "EPERM"`.
+impl Serialize for Errno {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The name, or `errno N` for one without a name here.
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "errno {}", self.raw()),
+        }
+    }
 }
 
 /// Counters of a pass. All are monotonic while it runs.
@@ -179,7 +247,7 @@ impl Progress {
     /// Records a failed operation. `ENOENT` means the container removed the entry while the
     /// pass ran: counted as vanished, not as a failure.
     pub(crate) fn fail(&self, failure: Failure) {
-        if failure.errno == "ENOENT" {
+        if failure.errno == Errno::NOENT {
             self.vanished.fetch_add(1, Relaxed);
             return;
         }

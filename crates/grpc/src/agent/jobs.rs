@@ -14,6 +14,7 @@
 //! the agent's own answers never wait behind them. An OnRootMismatch job first checks the root without taking
 //! a slot: a call that skips answers at once even while every slot is walking.
 
+use super::convert::{self, policy_to_proto};
 use super::metrics::{JobResult, Metrics, Operation};
 use super::proto::{self, prepare_event::Event, JobState, PrepareEvent};
 use super::slow::{self, SlowTimes};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch, Semaphore};
 use tonic::Status;
 use volsec_core::ownership::{ChangePolicy, Ownership};
-use volsec_core::prepare::{self, Job, Options, Report, SkipReason};
+use volsec_core::prepare::{self, Job, Options, PassOutcome, Report};
 use volsec_core::selinux::Context;
 use volsec_core::walk::{Progress, WalkOptions};
 
@@ -212,13 +213,6 @@ impl JobEntry {
     }
 }
 
-pub fn policy_to_proto(p: ChangePolicy) -> proto::ChangePolicy {
-    match p {
-        ChangePolicy::Always => proto::ChangePolicy::Always,
-        ChangePolicy::OnRootMismatch => proto::ChangePolicy::OnRootMismatch,
-    }
-}
-
 /// A call attached to a job: its first event and the job's events from now on.
 pub struct Attached {
     pub job: Arc<JobEntry>,
@@ -235,15 +229,14 @@ struct Finished {
 
 impl Finished {
     fn from_report(report: Report) -> Finished {
-        let (outcome, metric) = match (report.outcome, report.skipped_reason) {
-            (_, Some(_)) => (proto::Outcome::Skipped, JobResult::skipped),
-            ("cancelled", _) => (proto::Outcome::Cancelled, JobResult::cancelled),
-            ("partial", _) => (proto::Outcome::Partial, JobResult::partial),
-            _ if report.tally.failed > 0 => (proto::Outcome::Partial, JobResult::partial),
-            _ => (proto::Outcome::Complete, JobResult::success),
+        let metric = match report.outcome {
+            PassOutcome::Skipped => JobResult::skipped,
+            PassOutcome::Cancelled => JobResult::cancelled,
+            PassOutcome::Partial => JobResult::partial,
+            PassOutcome::Complete => JobResult::success,
         };
         Finished {
-            result: result_from_report(&report, outcome),
+            result: convert::result_from_report(&report),
             metric,
             report: Some(report),
         }
@@ -271,58 +264,6 @@ impl Finished {
             metric: JobResult::cancelled,
             report: None,
         }
-    }
-}
-
-fn result_from_report(r: &Report, outcome: proto::Outcome) -> proto::Result {
-    let t = &r.tally;
-    let skip_reason = match r.skipped_reason {
-        None => proto::SkipReason::Unspecified,
-        Some(SkipReason::OnRootMismatch) => proto::SkipReason::OnRootMismatch,
-        Some(SkipReason::LabelsUnsupported) => proto::SkipReason::LabelsUnsupported,
-    };
-    proto::Result {
-        outcome: outcome as i32,
-        visited: t.visited,
-        changed: t.changed,
-        unchanged: t.unchanged,
-        failed: t.failed,
-        vanished: t.vanished,
-        skipped_mounts: t.skipped_mounts,
-        failures: r
-            .errors
-            .iter()
-            .map(|f| proto::Failure {
-                path: f.path.display().to_string(),
-                op: f.op.to_string(),
-                errno: f.errno.clone(),
-                message: f.message.clone(),
-            })
-            .collect(),
-        nested_mounts: r
-            .nested_mounts
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        skip_reason: skip_reason as i32,
-        skip_message: r
-            .skipped_reason
-            .map(skip_message)
-            .unwrap_or_default()
-            .into(),
-        labels_unsupported: r.labels_unsupported,
-        error: String::new(),
-        elapsed_ms: r.elapsed_ms,
-        inodes_per_second: r.inodes_per_second,
-        threads: r.threads as u32,
-        dry_run: r.dry_run,
-    }
-}
-
-fn skip_message(reason: SkipReason) -> &'static str {
-    match reason {
-        SkipReason::OnRootMismatch => "OnRootMismatch: the root already has fsGroup, setgid and the permission bits (and the label, if asked), so nothing below was looked at",
-        SkipReason::LabelsUnsupported => "the filesystem cannot store SELinux labels; relabel not needed",
     }
 }
 

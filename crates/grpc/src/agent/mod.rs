@@ -11,9 +11,11 @@
 //! - [`plan`]: the `Plan` RPC over the plan engine;
 //! - [`metrics`]: Prometheus metrics, `/healthz`, `/readyz`;
 //! - [`server`]: the server, signals and shutdown;
-//! - [`client`]: connecting to a running agent.
+//! - [`client`]: connecting to a running agent;
+//! - [`convert`]: volsec-core's types to and from the wire's.
 
 pub mod client;
+pub mod convert;
 pub mod jobs;
 pub mod metrics;
 pub mod plan;

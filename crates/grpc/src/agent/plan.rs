@@ -9,7 +9,7 @@
 //! (`volsec plan --image-root`) is not accepted: reading a path the caller names as host
 //! root is what the agent refuses to do.
 
-use super::jobs::policy_to_proto;
+use super::convert;
 use super::proto;
 use super::security::AllowedRoots;
 use crate::node::{self, Csi, NodeError, NodeSpec};
@@ -131,20 +131,7 @@ fn action_name<T: serde::Serialize>(action: &T) -> String {
 }
 
 fn response(plan: &Plan, path: &str) -> proto::PlanResponse {
-    let prepare = plan.job().map(|job| proto::PrepareRequest {
-        path: path.to_string(),
-        fs_group: job.ownership.map(|o| o.fs_group),
-        read_only: job.ownership.is_some_and(|o| o.read_only),
-        change_policy: policy_to_proto(job.change_policy) as i32,
-        selinux_context: job
-            .label
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        ignore_unsupported_labels: job.ignore_unsupported_labels,
-        dry_run: false,
-        cross_mounts: false,
-    });
+    let prepare = plan.job().map(|job| convert::prepare_request(path, &job));
     proto::PlanResponse {
         plan_json: serde_json::to_string_pretty(plan).expect("a plan serializes"),
         ownership_action: action_name(&plan.ownership.action),

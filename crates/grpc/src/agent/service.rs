@@ -4,6 +4,7 @@
 //! uid, then the fields (InvalidArgument with the field's name), then the path
 //! (PermissionDenied outside the allowed roots or through a symlink).
 
+use super::convert;
 use super::jobs::{Attached, Jobs, Request as JobRequest};
 use super::proto::volume_agent_server::VolumeAgent;
 use super::proto::{self, prepare_event::Event};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use volsec_core::ownership::{ChangePolicy, Ownership};
+use volsec_core::ownership::Ownership;
 use volsec_core::selinux::Context;
 
 /// The service state shared by all calls.
@@ -25,16 +26,7 @@ pub struct Agent {
 
 /// Turns a Prepare request into a job request, or says which field is wrong.
 fn validate(roots: &AllowedRoots, req: &proto::PrepareRequest) -> Result<JobRequest, Status> {
-    let change_policy = match proto::ChangePolicy::try_from(req.change_policy) {
-        Ok(proto::ChangePolicy::Unspecified | proto::ChangePolicy::Always) => ChangePolicy::Always,
-        Ok(proto::ChangePolicy::OnRootMismatch) => ChangePolicy::OnRootMismatch,
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "change_policy: unknown value {}; expected CHANGE_POLICY_ALWAYS or CHANGE_POLICY_ON_ROOT_MISMATCH",
-                req.change_policy
-            )))
-        }
-    };
+    let change_policy = convert::policy_from_proto(req.change_policy)?;
     if let Some(g) = req.fs_group {
         volsec_core::ownership::fs_group(i64::from(g))
             .map_err(|e| Status::invalid_argument(format!("fs_group: {e}")))?;
