@@ -71,7 +71,7 @@ fn parse_fs_group(text: &str) -> Result<u32, String> {
     let value: i64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number"))?;
-    volsec_core::ownership::fs_group(value)
+    volsec_core::ownership::fs_group(value).map_err(|e| e.to_string())
 }
 
 /// Flags shared by every command that walks a volume.

@@ -40,7 +40,10 @@ struct Answer {
 }
 
 pub fn run(args: Args) -> Result<Exit, Refusal> {
-    let label = args.label.label().and_then(selinux::checked_label)?;
+    let label = args
+        .label
+        .label()
+        .and_then(|l| selinux::checked_label(l).map_err(|e| e.to_string()))?;
     let answer = Answer {
         label: label.to_string(),
         mount_option: selinux::mount_option(&label),

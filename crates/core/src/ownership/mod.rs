@@ -90,12 +90,17 @@ impl Ownership {
 pub const MAX_FS_GROUP: u32 = i32::MAX as u32;
 
 /// An fsGroup as a group id, or why it is not one.
-pub fn fs_group(value: i64) -> Result<u32, String> {
+pub fn fs_group(value: i64) -> Result<u32, FsGroupError> {
     u32::try_from(value)
         .ok()
         .filter(|g| *g <= MAX_FS_GROUP)
-        .ok_or_else(|| format!("{value} is not a valid fsGroup; expected 0 to {MAX_FS_GROUP}"))
+        .ok_or(FsGroupError(value))
 }
+
+/// A number that is not an fsGroup Kubernetes accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not a valid fsGroup; expected 0 to {MAX_FS_GROUP}")]
+pub struct FsGroupError(pub i64);
 
 #[cfg(test)]
 mod tests;

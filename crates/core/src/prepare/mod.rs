@@ -68,8 +68,8 @@ pub enum PrepareError {
     #[error("nothing to do: give an fsGroup, an SELinux label, or both")]
     NothingAsked,
     /// The label cannot be used on this node (invalid in the loaded policy, unreadable).
-    #[error("{0}")]
-    Label(String),
+    #[error(transparent)]
+    Label(#[from] selinux::CheckError),
 }
 
 /// Opens `path` and runs `job` on it. See [`run`].
@@ -154,7 +154,7 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
     }
     let mut job = job.clone();
     if let Some(label) = job.label.take() {
-        job.label = Some(selinux::checked_label(label).map_err(PrepareError::Label)?);
+        job.label = Some(selinux::checked_label(label)?);
     }
     let asked = job.clone();
     let labels_unsupported = job.label.is_some() && !visitor::root_stores_labels(root);

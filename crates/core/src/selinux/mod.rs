@@ -30,9 +30,21 @@ pub use node::{
 /// The label as the node will hand it back: when SELinux is enabled, checked and spelled
 /// by the kernel (selinuxfs), and with the `libselinux` feature also checked by the loaded
 /// policy. Every pass and the mount option go through here before anything is written.
-pub fn checked_label(label: Context) -> Result<Context, String> {
-    let label = resolve_label(label).map_err(|e| e.to_string())?;
+pub fn checked_label(label: Context) -> Result<Context, CheckError> {
+    let label = resolve_label(label)?;
     #[cfg(feature = "libselinux")]
-    libselinux::check(&label).map_err(|e| e.to_string())?;
+    libselinux::check(&label)?;
     Ok(label)
+}
+
+/// Why the node refuses a label, or could not check it.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The kernel refused the label, or could not be asked.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The loaded policy, through libselinux, refused the label.
+    #[cfg(feature = "libselinux")]
+    #[error(transparent)]
+    Libselinux(#[from] libselinux::LibSelinuxError),
 }

@@ -70,7 +70,7 @@ pub fn processed(dir: &str, files: u64) -> Warning {
 }
 
 /// Parses `30s`, `500ms`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => s.split_at(i),
@@ -78,18 +78,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 500ms or 2m"))?;
+        .map_err(|_| DurationError::Number(s.to_string()))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => {
-            return Err(format!(
-                "invalid duration {s:?}: the unit must be ms, s or m"
-            ))
-        }
+        _ => return Err(DurationError::Unit(s.to_string())),
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Why a duration flag was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// No number before the unit.
+    #[error("invalid duration {0:?}: expected e.g. 30s, 500ms or 2m")]
+    Number(String),
+    /// A unit other than `ms`, `s` or `m`.
+    #[error("invalid duration {0:?}: the unit must be ms, s or m")]
+    Unit(String),
 }
 
 #[cfg(test)]
