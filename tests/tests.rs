@@ -18,6 +18,7 @@ mod bench_compare;
 mod bench_run;
 mod bench_tree;
 mod csi_probe;
+mod csi_proxy;
 mod kubelet_conformance;
 mod layout;
 mod ownership_errors;

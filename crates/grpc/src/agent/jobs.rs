@@ -348,6 +348,28 @@ impl Jobs {
         Ok(self.attach(job, false, ahead))
     }
 
+    /// Like [`Jobs::submit`], but joins any job on the path with the same parameters, not
+    /// only the newest. A CSI NodePublishVolume retry belongs to the pass its first call
+    /// started, even when a pass with other parameters queued behind that one since; with
+    /// `submit` it would queue a second walk behind both.
+    pub fn submit_or_join(self: &Arc<Self>, request: Request) -> Result<Attached, Status> {
+        {
+            let st = self.state.lock().expect("lock");
+            let same = st.by_path.get(&request.path).and_then(|queue| {
+                queue
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .find(|(_, j)| j.request == request && !j.is_cancelled())
+            });
+            if let (Some((ahead, job)), true) = (same, self.accepting.load(Ordering::Relaxed)) {
+                // Attached under the lock, like `submit`: the result is sent under it too.
+                return Ok(self.attach(job.clone(), true, ahead));
+            }
+        }
+        self.submit(request)
+    }
+
     fn attach(&self, job: Arc<JobEntry>, joined: bool, queued_behind: usize) -> Attached {
         job.callers.fetch_add(1, Ordering::Relaxed);
         self.metrics.call(joined);

@@ -91,17 +91,23 @@ impl Driver {
             })?;
             grpc.unary(request, path, RawCodec).await
         };
+        let no_answer = || {
+            Status::unavailable(format!(
+                "volsec csi-proxy: the CSI driver at {} did not answer {method} within {:.1}s; it may be hung or restarting",
+                self.path.display(),
+                budget.as_secs_f64()
+            ))
+        };
         match tokio::time::timeout(budget, call).await {
             Ok(Ok(mut response)) => {
                 strip_hop_headers(response.metadata_mut());
                 Ok(response)
             }
+            // The request's own timeout (sent to the driver as grpc-timeout) can fire
+            // first: the same hung driver.
+            Ok(Err(status)) if timed_out(&status) => Err(no_answer()),
             Ok(Err(status)) => Err(self.transport_error(status)),
-            Err(_) => Err(Status::unavailable(format!(
-                "volsec csi-proxy: the CSI driver at {} did not answer {method} within {:.1}s; it may be hung or restarting",
-                self.path.display(),
-                budget.as_secs_f64()
-            ))),
+            Err(_) => Err(no_answer()),
         }
     }
 
@@ -126,6 +132,18 @@ impl Driver {
             self.path.display()
         ))
     }
+}
+
+/// Whether tonic ended the call because its deadline passed (not the driver's answer).
+fn timed_out(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        if s.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The caller's metadata minus this hop's own headers.

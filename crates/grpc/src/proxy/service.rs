@@ -396,7 +396,7 @@ impl Proxy {
             job: entry,
             accepted,
             events,
-        } = self.jobs.submit(job.clone())?;
+        } = self.jobs.submit_or_join(job.clone())?;
         let joined = matches!(&accepted.event, Some(Event::Accepted(a)) if a.joined);
         // The receiver was subscribed when the call attached, under the job table's lock,
         // so it holds the result even if the pass ends before anyone reads it.
