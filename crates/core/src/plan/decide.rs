@@ -7,85 +7,14 @@
 //! CSI probe, the node's SELinux state and defaults, and the image's accounts are facts
 //! passed in, so every rule can be tested from manifests alone and explained in words.
 
-use super::gates::{FeatureGates, Gate};
-use super::identity::{self, ContainerIdentity, ContainerKind, IdentityInputs, ImageAccounts};
+use super::gates::Gate;
+use super::identity::{self, all_containers, ContainerIdentity, IdentityInputs};
+use super::inputs::{DecideError, Inputs, NodeFacts};
 use super::model::{Plan, SeLinuxPlan};
 use super::volume::{self, Plugin, Resolved};
 use super::{fs_group, labels};
-use crate::selinux::Context;
-use k8s_openapi::api::core::v1::{Container, PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::storage::v1::CSIDriver;
-
-/// The manifests: the pod, the volume's name, and what the volume leads to.
-#[derive(Debug, Clone, Copy)]
-pub struct Inputs<'a> {
-    /// The pod the volume belongs to.
-    pub pod: &'a Pod,
-    /// The volume's name in `spec.volumes`.
-    pub volume: &'a str,
-    /// The PersistentVolume bound to the volume's claim (`--pv`).
-    pub pv: Option<&'a PersistentVolume>,
-    /// The CSIDriver object of the volume's driver (`--csidriver`); none means defaults.
-    pub csi_driver: Option<&'a CSIDriver>,
-}
-
-/// What volsec knows about the node.
-#[derive(Debug, Clone)]
-pub struct NodeFacts {
-    /// Whether SELinux is enabled on the node: without it no label is applied.
-    pub selinux_enabled: bool,
-    /// The node's Kubernetes version and feature gates.
-    pub gates: FeatureGates,
-    /// The CSI driver's answer to NodeGetCapabilities: whether it has VOLUME_MOUNT_GROUP;
-    /// `None` when it was not asked.
-    pub volume_mount_group: Option<bool>,
-    /// The node's container file label defaults (user, role, type, level).
-    pub container_file_defaults: Context,
-    /// The image's /etc/passwd and /etc/group, for supplementalGroupsPolicy Merge.
-    pub image: Option<ImageAccounts>,
-}
-
-/// Which input a refusal is about, so the caller can name the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Input {
-    /// The Pod manifest.
-    Pod,
-    /// The PersistentVolume manifest (`--pv`).
-    PersistentVolume,
-    /// The CSIDriver manifest (`--csidriver`).
-    CsiDriver,
-}
-
-/// Inputs kubelet would refuse, or volsec cannot model: one sentence naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DecideError {
-    /// The manifest the message is about.
-    pub input: Input,
-    /// One sentence naming the field and what is wrong with it.
-    pub message: String,
-}
-
-impl DecideError {
-    pub(crate) fn pod(message: String) -> DecideError {
-        DecideError {
-            input: Input::Pod,
-            message,
-        }
-    }
-    pub(crate) fn pv(message: String) -> DecideError {
-        DecideError {
-            input: Input::PersistentVolume,
-            message,
-        }
-    }
-    fn driver(message: String) -> DecideError {
-        DecideError {
-            input: Input::CsiDriver,
-            message,
-        }
-    }
-}
 
 /// kubelet's decisions for `inputs.volume` of `inputs.pod` on a node described by `node`.
 pub fn decide(inputs: &Inputs, node: &NodeFacts) -> Result<Plan, DecideError> {
@@ -185,37 +114,6 @@ fn csi_driver<'a>(
             "field spec.fsGroupPolicy: {other:?} is not a policy; expected File, None or ReadWriteOnceWithFSType"
         ))),
     }
-}
-
-/// Every container of the pod (init, regular, ephemeral), as kubelet visits them.
-pub(crate) fn all_containers(pod: &Pod) -> Vec<(ContainerKind, Container)> {
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    let mut out: Vec<(ContainerKind, Container)> = Vec::new();
-    out.extend(
-        spec.init_containers
-            .iter()
-            .flatten()
-            .map(|c| (ContainerKind::Init, c.clone())),
-    );
-    out.extend(
-        spec.containers
-            .iter()
-            .map(|c| (ContainerKind::Container, c.clone())),
-    );
-    for e in spec.ephemeral_containers.iter().flatten() {
-        // An ephemeral container has the fields kubelet reads here under the same names.
-        let c = Container {
-            name: e.name.clone(),
-            security_context: e.security_context.clone(),
-            volume_mounts: e.volume_mounts.clone(),
-            volume_devices: e.volume_devices.clone(),
-            ..Default::default()
-        };
-        out.push((ContainerKind::Ephemeral, c));
-    }
-    out
 }
 
 /// The identity of every container of `pod` (init, regular, ephemeral), and whether it

@@ -5,7 +5,7 @@
 //! driver's capability, its CSIDriver's fsGroupPolicy, the volume's fsType, access modes
 //! and read-only flag. Each answer is built here with the sentence that explains it.
 
-use super::decide::{DecideError, NodeFacts};
+use super::inputs::{DecideError, NodeFacts};
 use super::model::{is_modeless, OwnershipPlan};
 use super::volume::{Plugin, Resolved};
 use crate::ownership::ChangePolicy;

@@ -6,8 +6,9 @@
 //! runtime relabels recursively. This module finds the label, the first condition that
 //! fails, and the conflicts worth a warning or a refusal.
 
-use super::decide::{all_containers, DecideError, Inputs, NodeFacts};
 use super::gates::Gate;
+use super::identity::all_containers;
+use super::inputs::{DecideError, Inputs, NodeFacts};
 use super::model::SeLinuxPlan;
 use super::volume::{Plugin, Resolved};
 use crate::selinux as sel;

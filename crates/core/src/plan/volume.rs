@@ -6,7 +6,7 @@
 //! plugin once, so the rules in `decide` read plain facts (driver, fsType, read-only,
 //! access modes, inline or not).
 
-use super::DecideError;
+use super::inputs::DecideError;
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod, Volume as PodVolume};
 use serde::Serialize;
 
