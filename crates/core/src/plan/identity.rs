@@ -229,6 +229,37 @@ pub(crate) fn identity(i: &IdentityInputs) -> ContainerIdentity {
     }
 }
 
+/// Every container of the pod (init, regular, ephemeral), as kubelet visits them.
+pub(crate) fn all_containers(pod: &Pod) -> Vec<(ContainerKind, Container)> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    let mut out: Vec<(ContainerKind, Container)> = Vec::new();
+    out.extend(
+        spec.init_containers
+            .iter()
+            .flatten()
+            .map(|c| (ContainerKind::Init, c.clone())),
+    );
+    out.extend(
+        spec.containers
+            .iter()
+            .map(|c| (ContainerKind::Container, c.clone())),
+    );
+    for e in spec.ephemeral_containers.iter().flatten() {
+        // An ephemeral container has the fields kubelet reads here under the same names.
+        let c = Container {
+            name: e.name.clone(),
+            security_context: e.security_context.clone(),
+            volume_mounts: e.volume_mounts.clone(),
+            volume_devices: e.volume_devices.clone(),
+            ..Default::default()
+        };
+        out.push((ContainerKind::Ephemeral, c));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,35 +318,4 @@ mod tests {
         assert_eq!((id.uid, id.gid), (Some(2000), None));
         assert!(id.groups.is_empty() && !id.image_groups_known);
     }
-}
-
-/// Every container of the pod (init, regular, ephemeral), as kubelet visits them.
-pub(crate) fn all_containers(pod: &Pod) -> Vec<(ContainerKind, Container)> {
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    let mut out: Vec<(ContainerKind, Container)> = Vec::new();
-    out.extend(
-        spec.init_containers
-            .iter()
-            .flatten()
-            .map(|c| (ContainerKind::Init, c.clone())),
-    );
-    out.extend(
-        spec.containers
-            .iter()
-            .map(|c| (ContainerKind::Container, c.clone())),
-    );
-    for e in spec.ephemeral_containers.iter().flatten() {
-        // An ephemeral container has the fields kubelet reads here under the same names.
-        let c = Container {
-            name: e.name.clone(),
-            security_context: e.security_context.clone(),
-            volume_mounts: e.volume_mounts.clone(),
-            volume_devices: e.volume_devices.clone(),
-            ..Default::default()
-        };
-        out.push((ContainerKind::Ephemeral, c));
-    }
-    out
 }
