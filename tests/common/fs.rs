@@ -23,7 +23,6 @@ impl Fs {
 }
 
 /// One test per filesystem for each case body `fn(Fs)`: `mod CASE { fn tmpfs(); fn ext4() }`.
-#[allow(unused_macros)]
 macro_rules! on_tmpfs_and_ext4 {
     ($($case:ident),* $(,)?) => {
         $(
@@ -40,7 +39,6 @@ macro_rules! on_tmpfs_and_ext4 {
         )*
     };
 }
-#[allow(unused_imports)]
 pub(crate) use on_tmpfs_and_ext4;
 
 /// Whether the running kernel knows the filesystem type `name` (`/proc/filesystems`).

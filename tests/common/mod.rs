@@ -1,7 +1,6 @@
 //! Real filesystems for the tests: tmpfs and loop-mounted ext4 / vfat images, created and
 //! torn down by each test. The tests run as root (CI does); without root they fail with a
 //! message saying so, never pass silently.
-#![allow(dead_code)]
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,13 +10,9 @@ mod csi;
 mod fixtures;
 mod fs;
 mod run;
-#[allow(unused_imports)]
 pub use csi::*;
-#[allow(unused_imports)]
 pub use fixtures::*;
-#[allow(unused_imports)]
 pub use fs::*;
-#[allow(unused_imports)]
 pub use run::*;
 
 /// Fails the test with a clear reason when not root: mounting needs it.
