@@ -36,7 +36,7 @@ pub struct Args {
     pub run: RunArgs,
 
     /// Take fsGroup, policy and label from a pod's manifests (see `volsec plan`).
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = super::flags::POD_MODE)]
     pub from_pod: PodArgs,
 }
 

@@ -17,28 +17,54 @@ pub fn change_policy() -> impl TypedValueParser<Value = ChangePolicy> {
         .map(|s| s.parse().expect("one of the possible values"))
 }
 
+/// The help headings flags are grouped under.
+pub const OWNERSHIP: &str = "Ownership";
+pub const SELINUX: &str = "SELinux";
+pub const PASS: &str = "Pass";
+pub const OUTPUT: &str = "Output";
+pub const POD_MODE: &str = "Pod mode (see `volsec plan`)";
+
 /// What a volume must end up with: the flags `volsec apply` and `volsec client prepare`
 /// share.
 #[derive(clap::Args, Debug, Clone)]
 pub struct JobArgs {
     /// The pod's fsGroup: the group every entry gets.
-    #[arg(long, value_name = "GID", value_parser = parse_fs_group)]
+    ///
+    /// The owner is untouched; the mask is OR-ed into each mode (files 0660, directories
+    /// 02770) and symlinks get the group themselves, never followed.
+    #[arg(long, value_name = "GID", value_parser = parse_fs_group, help_heading = OWNERSHIP)]
     pub fs_group: Option<u32>,
 
-    /// The volume is mounted read-only: masks 0440 (files) and 02550 (directories).
-    #[arg(long)]
+    /// The volume is mounted read-only (masks 0440 and 02550).
+    ///
+    /// Files get 0440 OR-ed into their mode, directories 02550, instead of 0660 and 02770.
+    #[arg(long, help_heading = OWNERSHIP)]
     pub read_only: bool,
 
-    /// fsGroupChangePolicy: OnRootMismatch skips the walk when the root already matches.
-    #[arg(long, value_parser = change_policy(), default_value_t = ChangePolicy::Always)]
+    /// fsGroupChangePolicy.
+    ///
+    /// OnRootMismatch skips the walk when the root already has fsGroup, setgid and the
+    /// permission bits.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        value_parser = change_policy(),
+        default_value_t = ChangePolicy::Always,
+        help_heading = OWNERSHIP
+    )]
     pub change_policy: ChangePolicy,
 
     /// Also apply this SELinux file label, in the same walk.
-    #[arg(long, value_name = "CONTEXT")]
+    ///
+    /// A whole context, user:role:type[:range]; the kernel checks it before the pass.
+    #[arg(long, value_name = "CONTEXT", help_heading = SELINUX)]
     pub selinux_context: Option<String>,
 
-    /// A filesystem that cannot store labels is "relabel not needed", not an error.
-    #[arg(long)]
+    /// No labels on the filesystem: "relabel not needed", not an error.
+    ///
+    /// A filesystem that cannot store labels (vfat, NFS without labels, a context= mount)
+    /// means the label need not be applied, as the container runtimes treat it.
+    #[arg(long, help_heading = SELINUX)]
     pub ignore_unsupported: bool,
 }
 
@@ -78,27 +104,33 @@ fn parse_fs_group(text: &str) -> Result<u32, String> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Worker threads (default: one per online CPU).
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        help_heading = PASS
+    )]
     pub threads: usize,
 
     /// Walk into nested mount points instead of reporting and skipping them.
-    #[arg(long)]
+    #[arg(long, help_heading = PASS)]
     pub cross_mounts: bool,
 
     /// Report what would change without changing anything.
-    #[arg(long)]
+    #[arg(long, help_heading = PASS)]
     pub dry_run: bool,
 
     /// How many failures to list with their paths (all are counted).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = 20, help_heading = OUTPUT)]
     pub max_errors: usize,
 
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t = Format::Text, help_heading = OUTPUT)]
     pub output: Format,
 
     /// No progress bar.
-    #[arg(long, short)]
+    #[arg(long, short, help_heading = OUTPUT)]
     pub quiet: bool,
 }
 
@@ -186,7 +218,9 @@ fn raw_range(range: &str, _within: &Context) -> Result<String, String> {
 /// The manifests and node facts a plan is made from (shared with `volsec apply --pod`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct PodArgs {
-    /// The Pod manifest (YAML or JSON; in a multi-document file, its one Pod is used).
+    /// The Pod manifest (YAML or JSON).
+    ///
+    /// In a multi-document file, its one Pod is used.
     #[arg(long, value_name = "FILE", requires = "volume")]
     pub pod: Option<PathBuf>,
 
@@ -194,47 +228,56 @@ pub struct PodArgs {
     #[arg(long, value_name = "NAME", requires = "pod")]
     pub volume: Option<String>,
 
-    /// The PersistentVolume bound to the volume's claim (persistentVolumeClaim and
-    /// ephemeral volumes need it).
+    /// The PersistentVolume bound to the volume's claim.
+    ///
+    /// persistentVolumeClaim and ephemeral volumes need it.
     #[arg(long, value_name = "FILE")]
     pub pv: Option<PathBuf>,
 
-    /// The CSIDriver object of the volume's driver (fsGroupPolicy, seLinuxMount); without
-    /// it, Kubernetes' defaults apply (ReadWriteOnceWithFSType, no seLinuxMount).
+    /// The CSIDriver object of the volume's driver.
+    ///
+    /// Its fsGroupPolicy and seLinuxMount are used; without it, Kubernetes' defaults apply (ReadWriteOnceWithFSType, no seLinuxMount).
     #[arg(long, value_name = "FILE")]
     pub csidriver: Option<PathBuf>,
 
-    /// The CSI driver's socket: ask it NodeGetCapabilities for VOLUME_MOUNT_GROUP. Without
-    /// it, the driver is assumed not to have the capability.
+    /// The CSI driver's socket, to ask it for VOLUME_MOUNT_GROUP.
+    ///
+    /// The driver is asked NodeGetCapabilities (and its name, which must be the volume's
+    /// driver). Without it, the driver is assumed not to have the capability.
     #[arg(long, value_name = "PATH")]
     pub csi_socket: Option<PathBuf>,
 
     /// How long to wait for the CSI driver's answer [default: 5].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", hide_short_help = true)]
     pub csi_timeout: Option<f64>,
 
     /// SELinux is enabled on the node (labels are applied only then).
     #[arg(long)]
     pub selinux_enabled: bool,
 
-    /// kubelet feature gates, as kubelet spells them: SELinuxMount=true,... Known:
-    /// SELinuxMountReadWriteOncePod, SELinuxChangePolicy, SELinuxMount,
+    /// kubelet feature gates, e.g. SELinuxMount=true,...
+    ///
+    /// Spelled as kubelet spells them. Known: SELinuxMountReadWriteOncePod, SELinuxChangePolicy, SELinuxMount,
     /// SupplementalGroupsPolicy; the others keep the release's defaults.
     #[arg(long, value_name = "GATES")]
     pub feature_gates: Option<String>,
 
-    /// The node's Kubernetes release, 1.25 to 1.36; feature gates default as in it
-    /// [default: 1.36].
+    /// The node's Kubernetes release, 1.25 to 1.36 [default: 1.36].
+    ///
+    /// Feature gates default as in it.
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: Option<String>,
 
-    /// The node's container file label defaults (user:role:type:level) [default: read from
-    /// /usr/share/containers/selinux/contexts, else the policy's lxc_contexts].
-    #[arg(long, value_name = "CONTEXT")]
+    /// The node's container file label defaults (user:role:type:level).
+    ///
+    /// By default read from /usr/share/containers/selinux/contexts, else from the policy's
+    /// lxc_contexts.
+    #[arg(long, value_name = "CONTEXT", hide_short_help = true)]
     pub selinux_defaults: Option<String>,
 
-    /// An unpacked image root: its /etc/passwd and /etc/group give the groups that
-    /// supplementalGroupsPolicy Merge adds.
-    #[arg(long, value_name = "DIR")]
+    /// An unpacked image root, for supplementalGroupsPolicy Merge.
+    ///
+    /// Its /etc/passwd and /etc/group give the groups that Merge adds.
+    #[arg(long, value_name = "DIR", hide_short_help = true)]
     pub image_root: Option<PathBuf>,
 }
