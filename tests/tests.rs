@@ -32,5 +32,6 @@ mod plan_fixtures;
 mod plan_identity;
 mod selinux_refused;
 mod selinux_relabel;
+mod slow_fs;
 mod sys_fallback;
 mod walk_scale;

@@ -205,7 +205,7 @@ impl Config {
     /// `--scratch` or `--fs tmpfs`), which `image_bytes` sizes.
     fn makes_images(&self) -> bool {
         self.scratch.is_none()
-            && self.fs != Some(super::scratch::FsKind::Tmpfs)
+            && self.fs.is_none_or(|kind| kind.is_image())
             && rustix::process::geteuid().is_root()
     }
 
@@ -254,7 +254,8 @@ pub fn run(config: &Config) -> io::Result<Results> {
         let scratch = shared.as_ref().or(own.as_ref()).expect("one of the two");
         filesystem.get_or_insert_with(|| scratch.description.clone());
         let t = Instant::now();
-        let mut bed = Bed::build(scratch.path(), "tree", spec)?;
+        let mut bed = Bed::build(scratch.build_path(), "tree", spec)?;
+        bed.path = scratch.path().join("tree");
         note(
             config,
             format_args!(

@@ -13,6 +13,7 @@
 //! - [`baseline`]: kubelet's serial ownership walk, go-selinux's relabel, `chgrp -R`.
 //! - [`bed`]: one tree and its state, with every timed pass (volsec and baselines).
 //! - [`scratch`]: the filesystem under test (RAM-backed ext4 by default).
+//! - [`slow_fs`]: a network-like volume: a FUSE passthrough that delays every request.
 //! - [`harness`]: `volsec bench run`: every scenario, volsec and baselines taking turns.
 //! - [`results`]: the JSON document of a run.
 //! - [`compare`]: two runs side by side, the regression gate CI relies on.
@@ -25,6 +26,7 @@ pub mod harness;
 pub mod report;
 pub mod results;
 pub mod scratch;
+pub mod slow_fs;
 pub mod tree;
 
 /// Inodes in the trees of the criterion benches: the 203,001 under `cargo bench`,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A filesystem kind the harness can create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsKind {
     /// An ext4 image in /dev/shm, loop-mounted.
@@ -20,6 +20,43 @@ pub enum FsKind {
     Xfs,
     /// A fresh tmpfs mount.
     Tmpfs,
+    /// A network-like volume: a FUSE passthrough of a fresh tmpfs that answers every
+    /// request after this latency, many requests at once ([`super::slow_fs`]).
+    Slow(std::time::Duration),
+}
+
+impl FsKind {
+    /// `ext4`, `xfs`, `tmpfs` or `slow:LATENCY` (`slow:500us`, `slow:2ms`), as `--fs`
+    /// takes it.
+    pub fn parse(s: &str) -> Result<FsKind, String> {
+        match s {
+            "ext4" => Ok(FsKind::Ext4),
+            "xfs" => Ok(FsKind::Xfs),
+            "tmpfs" => Ok(FsKind::Tmpfs),
+            _ => match s.strip_prefix("slow:") {
+                Some(latency) => super::slow_fs::parse_latency(latency).map(FsKind::Slow),
+                None => Err(format!(
+                    "{s:?}: one of ext4, xfs, tmpfs, slow:LATENCY (e.g. slow:500us)"
+                )),
+            },
+        }
+    }
+
+    /// Whether the trees go on an ext4 or xfs image (which `--image-size` sizes).
+    pub fn is_image(&self) -> bool {
+        matches!(self, FsKind::Ext4 | FsKind::Xfs)
+    }
+}
+
+impl std::fmt::Display for FsKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsKind::Ext4 => f.write_str("ext4"),
+            FsKind::Xfs => f.write_str("xfs"),
+            FsKind::Tmpfs => f.write_str("tmpfs"),
+            FsKind::Slow(d) => write!(f, "slow:{}", super::slow_fs::latency_name(*d)),
+        }
+    }
 }
 
 /// The default size of a scratch ext4 or xfs image (sparse; see [`Scratch::create`]).
@@ -37,6 +74,8 @@ pub struct Scratch {
     mounted: bool,
     image: Option<PathBuf>,
     remove_dir: bool,
+    /// For a slow bed: the FUSE mount on `dir`, and the tmpfs under it.
+    slow: Option<(super::slow_fs::SlowMount, Box<Scratch>)>,
 }
 
 impl Scratch {
@@ -52,6 +91,7 @@ impl Scratch {
                 mounted: false,
                 image: None,
                 remove_dir: true,
+                slow: None,
             })
         }
     }
@@ -74,6 +114,7 @@ impl Scratch {
             mounted: false,
             image: None,
             remove_dir: true,
+            slow: None,
         })
     }
 
@@ -92,6 +133,7 @@ impl Scratch {
             mounted: false,
             image: None,
             remove_dir: true,
+            slow: None,
         };
         match kind {
             FsKind::Tmpfs => {
@@ -101,6 +143,21 @@ impl Scratch {
                 s.description = "tmpfs".into();
             }
             FsKind::Ext4 | FsKind::Xfs => s.make_image(kind, inodes, image_bytes)?,
+            FsKind::Slow(latency) => {
+                // The FUSE mount is registered for the interrupt clean-up but unmounted by
+                // dropping it, not by `umount` (`mounted` stays false).
+                let backing = Scratch::create(FsKind::Tmpfs, inodes, image_bytes)?;
+                let mount = super::slow_fs::SlowMount::mount(backing.path(), &s.dir, latency)?;
+                s.description = format!(
+                    "slow:{} (FUSE passthrough of a tmpfs; every request answered {} after it \
+                     arrives, requests served concurrently; no entry or attribute caching)",
+                    super::slow_fs::latency_name(latency),
+                    super::slow_fs::latency_name(latency)
+                );
+                s.slow = Some((mount, Box::new(backing)));
+                register(&s);
+                return Ok(s);
+            }
         }
         s.mounted = true;
         register(&s);
@@ -166,6 +223,16 @@ impl Scratch {
         &self.dir
     }
 
+    /// Where trees are best generated: the same directory as [`Scratch::path`], but for a
+    /// slow bed, whose trees are generated in the backing tmpfs directly (quickly) and
+    /// then measured through the slow view of it.
+    pub fn build_path(&self) -> &Path {
+        match &self.slow {
+            Some((_, backing)) => backing.path(),
+            None => &self.dir,
+        }
+    }
+
     /// A new empty directory for one tree.
     pub fn tree_dir(&self, name: &str) -> io::Result<PathBuf> {
         let p = self.dir.join(name);
@@ -179,6 +246,11 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if let Some((mount, backing)) = self.slow.take() {
+            drop(mount);
+            unregister(&self.dir);
+            drop(backing);
+        }
         if self.mounted {
             let _ = Command::new("umount").arg(&self.dir).status();
             unregister(&self.dir);
