@@ -359,6 +359,7 @@ fn run_scenario(
     let mut rss = vec![None; impls.len()];
     let mut samples = vec![Vec::new(); impls.len()];
     let mut changed = vec![None; impls.len()];
+    let mut chosen: Vec<Vec<usize>> = vec![Vec::new(); impls.len()];
     for rep in 0..config.repetitions {
         for turn in 0..impls.len() {
             let i = (turn + rep) % impls.len();
@@ -376,6 +377,7 @@ fn run_scenario(
             samples[i].push(measured.elapsed.as_secs_f64());
             changed[i] = measured.wrote;
             rss[i] = rss[i].or(measured.peak_rss_kib);
+            chosen[i].extend(measured.threads);
         }
     }
     let rows: Vec<Row> = impls
@@ -410,6 +412,18 @@ fn run_scenario(
             }
         })
         .collect();
+    for (imp, chosen) in impls.iter().zip(&chosen) {
+        if *imp == Implementation::Volsec(0) && !chosen.is_empty() {
+            note(
+                config,
+                format_args!(
+                    "  {:<18} volsec with no --threads kept {:?} workers in flight",
+                    scenario.as_str(),
+                    chosen
+                ),
+            );
+        }
+    }
     let mut rows = rows;
     rows.extend(two_passes.map(|(kubelet, go)| {
         derived_sum(
@@ -500,6 +514,8 @@ struct Measured {
     wrote: Option<u64>,
     /// The peak RSS of the process that did it, when it had one of its own.
     peak_rss_kib: Option<u64>,
+    /// volsec's workers in flight (the most an adapted walk reached).
+    threads: Option<usize>,
 }
 
 /// One timed pass in this process.
@@ -524,6 +540,7 @@ fn pass(bed: &mut Bed, scenario: Scenario, imp: Implementation) -> io::Result<Me
                 elapsed,
                 wrote: Some(t.changed),
                 peak_rss_kib: None,
+                threads: Some(report.threads),
             });
         }
         Implementation::KubeletSerial => {
@@ -546,6 +563,7 @@ fn pass(bed: &mut Bed, scenario: Scenario, imp: Implementation) -> io::Result<Me
         elapsed: start.elapsed(),
         wrote,
         peak_rss_kib: None,
+        threads: None,
     })
 }
 
@@ -565,6 +583,7 @@ fn child_measured(
         elapsed: Duration::from_secs_f64(out.elapsed_s),
         wrote: Some(out.changed),
         peak_rss_kib: Some(out.vm_hwm_kib),
+        threads: (out.threads > 0).then_some(out.threads),
     })
 }
 
@@ -644,6 +663,9 @@ pub struct PassOutput {
     pub changed: u64,
     /// The pass was skipped (OnRootMismatch with a matching root).
     pub skipped: bool,
+    /// The workers the walk kept in flight (the most, when it adapted them).
+    #[serde(default)]
+    pub threads: usize,
 }
 
 /// The body of `volsec bench pass`: one pass in this process, then its own peak RSS.
@@ -657,6 +679,7 @@ pub fn pass_in_this_process(path: &Path, job: &Job, threads: usize) -> io::Resul
         visited: report.tally.visited,
         changed: report.tally.changed,
         skipped: report.skipped_reason.is_some(),
+        threads: report.threads,
     })
 }
 

@@ -103,7 +103,11 @@ fn parse_fs_group(text: &str) -> Result<u32, String> {
 /// Flags shared by every command that walks a volume.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Worker threads (default: one per online CPU).
+    /// Worker threads (default: chosen by the volume).
+    ///
+    /// Default: one per online CPU on a local filesystem; on a network-like one (NFS,
+    /// SMB/CIFS, CephFS, Lustre, GPFS, 9p, FUSE) adapted while the walk runs, as many calls
+    /// in flight as raise throughput.
     #[arg(
         long,
         value_name = "N",
@@ -112,6 +116,19 @@ pub struct RunArgs {
         help_heading = PASS
     )]
     pub threads: usize,
+
+    /// The most workers an adapted walk may keep in flight (default 256).
+    ///
+    /// Also capped by the open-files limit.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        conflicts_with = "threads",
+        help_heading = PASS
+    )]
+    pub max_threads: usize,
 
     /// Walk into nested mount points instead of reporting and skipping them.
     #[arg(long, help_heading = PASS)]
@@ -136,6 +153,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn options(&self) -> Options {
+        volsec_core::walk::concurrency::set_max_threads(self.max_threads);
         Options {
             walk: WalkOptions {
                 threads: self.threads,

@@ -56,7 +56,11 @@ pub fn with_progress<T>(progress: &Progress, quiet: bool, work: impl FnOnce() ->
                     0 => String::new(),
                     n => format!(", {n} failed"),
                 };
-                bar.set_message(format!("{rate:.0} inodes/s{failed}"));
+                let threads = match progress.concurrency() {
+                    0 => String::new(),
+                    n => format!(", {n} threads"),
+                };
+                bar.set_message(format!("{rate:.0} inodes/s{threads}{failed}"));
                 if finished.recv_timeout(TICK) != Err(RecvTimeoutError::Timeout) {
                     break;
                 }

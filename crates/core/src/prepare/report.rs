@@ -130,7 +130,10 @@ impl Report {
             selinux_label: job.label.as_ref().map(ToString::to_string),
             change_policy: job.change_policy.as_str(),
             dry_run: options.dry_run,
-            threads: options.walk.effective_threads(),
+            threads: match progress.concurrency() {
+                0 => options.walk.effective_threads(),
+                n => n as usize,
+            },
             elapsed_ms: elapsed.as_millis() as u64,
             inodes_per_second: (tally.visited as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
         }

@@ -35,6 +35,7 @@
 //! By default the walk stays on the root's mount: an entry whose mount id differs is a nested
 //! mount point, reported and skipped with everything under it.
 
+pub mod concurrency;
 mod inode_order;
 mod node;
 mod progress;

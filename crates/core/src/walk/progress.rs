@@ -184,6 +184,8 @@ pub struct Progress {
     max_errors: AtomicU64,
     errors: Mutex<Vec<Failure>>,
     skipped_mounts: Mutex<Vec<PathBuf>>,
+    /// Workers in flight: the walk's thread count, or the most an adaptive walk reached.
+    concurrency: AtomicU64,
 }
 
 /// A snapshot of [`Progress`].
@@ -204,6 +206,17 @@ pub struct Tally {
 }
 
 impl Progress {
+    /// Records the workers the walk keeps in flight (see [`super::concurrency`]).
+    pub fn set_concurrency(&self, workers: usize) {
+        self.concurrency.store(workers as u64, Relaxed);
+    }
+
+    /// The workers the walk kept in flight (the most, when it adapted them); 0 before a
+    /// walk.
+    pub fn concurrency(&self) -> u64 {
+        self.concurrency.load(Relaxed)
+    }
+
     /// Counters at zero that keep at most `max_errors` failures with their paths.
     pub fn new(max_errors: usize) -> Progress {
         let p = Progress::default();

@@ -4,6 +4,7 @@
 use super::inode_order::{HugeDir, Key, Rest, Slice};
 use super::node::Dir;
 use std::ffi::CString;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub(super) enum Task<'r> {
@@ -26,14 +27,22 @@ pub(super) enum Task<'r> {
 
 struct State<'r> {
     tasks: Vec<Task<'r>>,
+    /// Workers waiting: for a task, or (over the limit) for the limit to grow.
     waiting: usize,
+    /// Workers under the limit waiting for a task.
+    idle: usize,
     done: bool,
 }
 
 pub(super) struct Queue<'r> {
     state: Mutex<State<'r>>,
     ready: Condvar,
+    /// Where workers over the limit wait.
+    parked: Condvar,
     workers: usize,
+    /// Workers that may take tasks: those numbered below it (all, unless the walk's
+    /// concurrency adapts: see [`super::concurrency`]).
+    limit: AtomicUsize,
 }
 
 impl<'r> Queue<'r> {
@@ -42,11 +51,33 @@ impl<'r> Queue<'r> {
             state: Mutex::new(State {
                 tasks: vec![first],
                 waiting: 0,
+                idle: 0,
                 done: false,
             }),
             ready: Condvar::new(),
+            parked: Condvar::new(),
             workers,
+            limit: AtomicUsize::new(workers),
         }
+    }
+
+    /// Lets only workers numbered below `limit` take tasks (at least one).
+    pub fn set_limit(&self, limit: usize) {
+        let grew = limit.max(1) > self.limit.swap(limit.max(1), Ordering::Relaxed);
+        if grew {
+            let _state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            self.parked.notify_all();
+        }
+    }
+
+    /// Whether a worker under the limit is waiting for a task.
+    pub fn has_idle(&self) -> bool {
+        self.state.lock().map_or(false, |s| s.idle > 0)
+    }
+
+    /// Whether the walk is over.
+    pub fn is_done(&self) -> bool {
+        self.state.lock().map_or(true, |s| s.done)
     }
 
     pub fn push(&self, task: Task<'r>) {
@@ -80,11 +111,19 @@ impl<'r> Queue<'r> {
         state.done = true;
         state.tasks.clear();
         self.ready.notify_all();
+        self.parked.notify_all();
     }
 
     /// The next task, or `None` when the walk is over or `stop` says it must end. With
     /// `scarce` descriptors, a task that frees one comes first (see [`freeing`]).
-    pub fn pop(&self, stop: impl Fn() -> bool, scarce: impl Fn() -> bool) -> Option<Task<'r>> {
+    ///
+    /// Worker `me` waits while it is numbered at or over the limit.
+    pub fn pop(
+        &self,
+        me: usize,
+        stop: impl Fn() -> bool,
+        scarce: impl Fn() -> bool,
+    ) -> Option<Task<'r>> {
         let mut state = self.state.lock().expect("lock");
         loop {
             if stop() {
@@ -92,6 +131,20 @@ impl<'r> Queue<'r> {
             }
             if state.done {
                 return None;
+            }
+            if me >= self.limit.load(Ordering::Relaxed) {
+                if !state.tasks.is_empty() {
+                    // A wake-up meant for a worker that may work: pass it on.
+                    self.ready.notify_one();
+                }
+                state.waiting += 1;
+                if state.waiting == self.workers && state.tasks.is_empty() {
+                    self.end(&mut state);
+                    return None;
+                }
+                state = self.parked.wait(state).expect("lock");
+                state.waiting -= 1;
+                continue;
             }
             if scarce() {
                 let top = state.tasks.len();
@@ -112,9 +165,12 @@ impl<'r> Queue<'r> {
             if state.waiting == self.workers {
                 state.done = true;
                 self.ready.notify_all();
+                self.parked.notify_all();
                 return None;
             }
+            state.idle += 1;
             state = self.ready.wait(state).expect("lock");
+            state.idle -= 1;
             state.waiting -= 1;
         }
     }

@@ -43,7 +43,8 @@ pub(super) fn run(
     progress: &Progress,
     cancel: &AtomicBool,
 ) -> Outcome {
-    let threads = options.effective_threads();
+    let plan = super::concurrency::plan_for(options, root);
+    let threads = plan.threads();
     let failed_before = progress.tally().failed;
     let walk = Walk {
         root_path: root.path(),
@@ -57,14 +58,17 @@ pub(super) fn run(
         allowance: Allowance::default(),
         descriptor_budget: descriptor_budget(threads),
     };
+    walk.queue.set_limit(plan.start());
+    progress.set_concurrency(plan.start());
     std::thread::scope(|s| {
         for i in 0..threads {
             let walk = &walk;
             std::thread::Builder::new()
                 .name(format!("volsec-walk-{i}"))
-                .spawn_scoped(s, move || walk.work())
+                .spawn_scoped(s, move || walk.work(i))
                 .expect("spawn a walker thread");
         }
+        s.spawn(|| super::concurrency::adapt(plan, &walk.queue, progress));
     });
     if cancel.load(Ordering::Relaxed) {
         Outcome::Cancelled
@@ -76,12 +80,12 @@ pub(super) fn run(
 }
 
 impl<'r> Walk<'_, 'r> {
-    fn work(&self) {
+    fn work(&self, me: usize) {
         let _abort = AbortOnPanic(&self.queue);
         let mut reader = DirReader::with_capacity(BATCH_BYTES);
         while let Some(task) = self
             .queue
-            .pop(|| self.cancelled(), || self.descriptors_scarce())
+            .pop(me, || self.cancelled(), || self.descriptors_scarce())
         {
             match task {
                 Task::List(dir) => self.read(dir, &mut reader, true, None),
