@@ -18,7 +18,7 @@ use super::driver::{grpc_timeout, Driver};
 use super::metrics::Metrics;
 use super::policy::{self, BadRequest, FsGroupPolicy};
 use super::wire::{self, Call, Strip, VolumeRequest};
-use crate::agent::jobs::{Attached, Jobs, Request as JobRequest};
+use crate::agent::jobs::{Attached, JobEntry, Jobs, Request as JobRequest};
 use crate::agent::proto::{self as agent_proto, prepare_event::Event, JobState};
 use crate::agent::security::{AllowedRoots, PathError, PeerCheck};
 use prost::bytes::Bytes;
@@ -59,9 +59,12 @@ pub struct Proxy {
     /// The driver's own VOLUME_MOUNT_GROUP, as its last NodeGetCapabilities answer said.
     driver_has_group: Mutex<Option<bool>>,
     driver_name: Mutex<Option<String>>,
-    /// Passes that completed, by target: a retry that arrives after its pass ended
-    /// returns OK at once instead of walking again. Forgotten at NodeUnpublishVolume.
-    completed: Mutex<HashMap<PathBuf, JobRequest>>,
+    /// The passes NodePublishVolume started, by target, each with its result once it
+    /// has one: a retry finds its pass here whether it still runs (it waits on the same
+    /// result) or ended (a success answers OK at once, never a second walk). Registered
+    /// under this lock at submission, so no retry falls between a pass's end and its
+    /// record. Forgotten at NodeUnpublishVolume.
+    passes: Mutex<HashMap<PathBuf, Vec<Pass>>>,
 }
 
 /// The part of the caller's deadline kept back to answer in time: a tenth, between 50 ms
@@ -92,7 +95,7 @@ impl Proxy {
             metrics,
             driver_has_group: Mutex::new(None),
             driver_name: Mutex::new(None),
-            completed: Mutex::new(HashMap::new()),
+            passes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -275,7 +278,7 @@ impl Proxy {
             .forward(NODE_UNPUBLISH_VOLUME, request, answer_by)
             .await?;
         if let Some(target) = target {
-            self.completed.lock().expect("lock").remove(&target);
+            self.passes.lock().expect("lock").remove(&target);
         }
         Ok(response)
     }
@@ -325,8 +328,8 @@ impl Proxy {
             return Ok(response);
         };
         let job = work.request;
-        if self.completed.lock().expect("lock").get(&job.path) == Some(&job) {
-            tracing::debug!(volume_id = %r.volume_id, target = %job.path.display(), "pass already completed for this target and fsGroup");
+        if self.completed(&job) {
+            tracing::debug!(volume_id = %r.volume_id, target = %job.path.display(), "the pass for this target and fsGroup already completed");
             return Ok(response);
         }
         let estimate = mount_root(&job.path)?;
@@ -384,6 +387,60 @@ impl Proxy {
         }))
     }
 
+    /// Whether a pass for exactly this request completed on its target.
+    fn completed(&self, job: &JobRequest) -> bool {
+        let passes = self.passes.lock().expect("lock");
+        passes.get(&job.path).is_some_and(|list| {
+            list.iter()
+                .any(|p| p.request == *job && p.done.borrow().as_ref().is_some_and(succeeded))
+        })
+    }
+
+    /// The pass for `job`: the one already running for it (joined), or a new one in the
+    /// agent's job table.
+    fn pass_for(
+        self: &Arc<Self>,
+        volume_id: &str,
+        job: &JobRequest,
+    ) -> Result<(Pass, bool), Status> {
+        let mut passes = self.passes.lock().expect("lock");
+        let list = passes.entry(job.path.clone()).or_default();
+        if let Some(i) = list.iter().position(|p| p.request == *job) {
+            let ended = list[i].done.borrow().clone();
+            match ended {
+                None => return Ok((list[i].clone(), true)),
+                Some(r) if succeeded(&r) => return Ok((list[i].clone(), true)),
+                // Failed or cancelled: this publish starts it again.
+                Some(_) => {
+                    list.remove(i);
+                }
+            }
+        }
+        let Attached {
+            job: entry,
+            accepted,
+            events,
+        } = self.jobs.submit_or_join(job.clone())?;
+        let joined = matches!(&accepted.event, Some(Event::Accepted(a)) if a.joined);
+        if !joined {
+            self.metrics.pass_started();
+            self.metrics.passes_running.inc();
+        }
+        let pass = Pass {
+            request: job.clone(),
+            done: self.watch(
+                volume_id.to_string(),
+                entry.clone(),
+                events,
+                job.clone(),
+                !joined,
+            ),
+            job: entry,
+        };
+        list.push(pass.clone());
+        Ok((pass, joined))
+    }
+
     /// Runs (or joins) the pass and waits for it until the caller's deadline.
     async fn run_pass(
         self: &Arc<Self>,
@@ -392,68 +449,64 @@ impl Proxy {
         estimate: Option<u64>,
         answer_by: Option<Instant>,
     ) -> Result<(), Status> {
-        let Attached {
-            job: entry,
-            accepted,
-            events,
-        } = self.jobs.submit_or_join(job.clone())?;
-        let joined = matches!(&accepted.event, Some(Event::Accepted(a)) if a.joined);
-        // The receiver was subscribed when the call attached, under the job table's lock,
-        // so it holds the result even if the pass ends before anyone reads it.
-        let result = if joined {
+        let (pass, joined) = self.pass_for(volume_id, &job)?;
+        if joined {
             self.metrics.pass_joined();
-            tracing::info!(volume_id, target = %job.path.display(), job = %entry.id, "NodePublishVolume retry joined the running pass");
-            until(answer_by, next_result(events)).await
+            tracing::info!(volume_id, target = %job.path.display(), job = %pass.job.id, "NodePublishVolume retry joined the running pass");
         } else {
-            self.metrics.pass_started();
-            self.metrics.passes_running.inc();
-            tracing::info!(volume_id, target = %job.path.display(), job = %entry.id, fs_group = ?job.ownership.map(|o| o.fs_group), label = ?job.label.as_ref().map(ToString::to_string), change_policy = %job.change_policy, "pass started after NodePublishVolume");
-            let mut done = self.watch(volume_id.to_string(), events, job.clone());
-            until(answer_by, async move {
-                done.wait_for(Option::is_some)
-                    .await
-                    .ok()
-                    .and_then(|r| r.clone())
-            })
-            .await
-        };
-        entry.detach();
+            tracing::info!(volume_id, target = %job.path.display(), job = %pass.job.id, fs_group = ?job.ownership.map(|o| o.fs_group), label = ?job.label.as_ref().map(ToString::to_string), change_policy = %job.change_policy, "pass started after NodePublishVolume");
+        }
+        let mut done = pass.done.clone();
+        let result = until(answer_by, async move {
+            done.wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|r| r.clone())
+        })
+        .await;
         match result {
             Some(Some(r)) => outcome(volume_id, &job, &r),
-            // The job ended without a result: only when it was dropped at shutdown.
+            // The watcher went away without a result: only when the job was dropped.
             Some(None) => Err(Status::unavailable(
                 "volsec csi-proxy: the pass ended without a result (the proxy is stopping); retry",
             )),
             None => {
                 self.metrics.aborted_in_progress();
-                let text = progress_text(volume_id, &job, &entry.info(), estimate);
+                let text = progress_text(volume_id, &job, &pass.job.info(), estimate);
                 tracing::info!(volume_id, target = %job.path.display(), "{text}");
                 Err(Status::aborted(text))
             }
         }
     }
 
-    /// Follows a new pass to its end whoever is waiting: records kubelet's metric,
-    /// remembers a completion for the retry that comes after it, and hands the result to
-    /// the call that started it (if it still waits).
+    /// Follows a pass to its end whoever is waiting: records kubelet's metric (for a pass
+    /// this call started) and publishes the result to every call that waits on it.
     fn watch(
         self: &Arc<Self>,
         volume_id: String,
+        entry: Arc<JobEntry>,
         events: broadcast::Receiver<agent_proto::PrepareEvent>,
         job: JobRequest,
+        started_here: bool,
     ) -> watch::Receiver<Option<agent_proto::Result>> {
         let (tx, rx) = watch::channel(None);
         let started = Instant::now();
         let proxy = self.clone();
         tokio::spawn(async move {
             let result = next_result(events).await;
-            proxy.metrics.passes_running.dec();
+            entry.detach();
+            if started_here {
+                proxy.metrics.passes_running.dec();
+            }
             let Some(r) = result else { return };
-            let success = succeeded(&r);
-            let driver = proxy.driver_name().await;
-            proxy
-                .metrics
-                .pass_finished(&driver, success, started.elapsed().as_secs_f64());
+            if started_here {
+                let driver = proxy.driver_name().await;
+                proxy.metrics.pass_finished(
+                    &driver,
+                    succeeded(&r),
+                    started.elapsed().as_secs_f64(),
+                );
+            }
             tracing::info!(
                 volume_id,
                 target = %job.path.display(),
@@ -464,17 +517,18 @@ impl Proxy {
                 elapsed_ms = r.elapsed_ms,
                 "pass finished"
             );
-            if success {
-                proxy
-                    .completed
-                    .lock()
-                    .expect("lock")
-                    .insert(job.path.clone(), job);
-            }
             tx.send_replace(Some(r));
         });
         rx
     }
+}
+
+/// A pass a NodePublishVolume started, and its result once it has one.
+#[derive(Clone)]
+struct Pass {
+    request: JobRequest,
+    job: Arc<JobEntry>,
+    done: watch::Receiver<Option<agent_proto::Result>>,
 }
 
 /// `fut`'s output, or `None` once `answer_by` has passed.
