@@ -505,3 +505,76 @@ fn mount_option_is_kubelets() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the type is missing"));
 }
+
+/// Directories where reading labels stops paying: the first entries all differ, so the
+/// rest are written unread. Mixed directories (right entries after, before or among wrong
+/// ones, symlinks among them) still end with every label right; symlink targets outside
+/// are never labelled; a second pass over the result writes nothing.
+#[test]
+fn unread_labels_in_all_differ_directories_end_right() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    let outside = fs.subdir("outside");
+    write_file(&outside.join("target"), 0o644);
+    set_raw_label(&outside.join("target"), OTHER.as_bytes());
+    // All differ: 200 files with no label, then symlinks out of the volume.
+    mkdir(&vol.join("all"), 0o755);
+    for i in 0..200 {
+        write_file(&vol.join(format!("all/f{i:03}")), 0o644);
+    }
+    for i in 0..20 {
+        std::os::unix::fs::symlink(outside.join("target"), vol.join(format!("all/l{i:02}")))
+            .unwrap();
+    }
+    // Mixed: wrong first, then a long run already right, then wrong again.
+    mkdir(&vol.join("mixed"), 0o755);
+    for i in 0..300 {
+        let p = vol.join(format!("mixed/f{i:03}"));
+        write_file(&p, 0o644);
+        let right = (50..250).contains(&i) || i % 7 == 0;
+        set_raw_label(&p, if right { LABEL } else { OTHER }.as_bytes());
+    }
+    // Right first, then wrong: read all the way.
+    mkdir(&vol.join("late"), 0o755);
+    for i in 0..100 {
+        let p = vol.join(format!("late/f{i:03}"));
+        write_file(&p, 0o644);
+        set_raw_label(&p, if i < 20 { LABEL } else { OTHER }.as_bytes());
+    }
+    let late_right_ctime: Vec<i128> = (0..20)
+        .map(|i| ctime_ns(&vol.join(format!("late/f{i:03}"))))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    let first = relabel(&vol, &["--context", LABEL, "--threads", "2"]);
+    assert_eq!(first["failed"], 0, "{first}");
+    for (path, label) in relative_labels(&vol) {
+        assert_eq!(
+            label.as_deref(),
+            Some(LABEL.as_bytes()),
+            "{} has the wrong label",
+            path.display()
+        );
+    }
+    assert_eq!(
+        raw_label(&outside.join("target")).as_deref(),
+        Some(OTHER.as_bytes())
+    );
+    // A directory whose first entries were right was read, not rewritten.
+    for (i, ctime) in late_right_ctime.into_iter().enumerate() {
+        let p = vol.join(format!("late/f{i:03}"));
+        assert_eq!(ctime_ns(&p), ctime, "{} was rewritten", p.display());
+    }
+
+    // The tree is right now: nothing is written, not even unread.
+    let before: Vec<(PathBuf, i128)> = all_paths(&vol)
+        .into_iter()
+        .map(|p| (p.clone(), ctime_ns(&p)))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = relabel(&vol, &["--context", LABEL, "--threads", "2"]);
+    assert_eq!(second["changed"], 0, "{second}");
+    for (path, ctime) in before {
+        assert_eq!(ctime_ns(&path), ctime, "{} was written", path.display());
+    }
+}

@@ -80,10 +80,15 @@ impl PassVisitor {
     }
 
     fn label(&self, label: &str, entry: &Entry<'_>) -> Result<bool, OpError> {
-        let differs = match label_differs(entry.target(), label) {
-            Err(e) if is_unsupported(&e) => return self.unsupported(e),
-            read => read.map_err(|e| OpError::new("getxattr", e))?,
-        };
+        let unread = !self.dry_run && LabelRun::write_unread(entry);
+        let differs = unread
+            || match label_differs(entry.target(), label) {
+                Err(e) if is_unsupported(&e) => return self.unsupported(e),
+                read => read.map_err(|e| OpError::new("getxattr", e))?,
+            };
+        if !unread {
+            LabelRun::read(entry, differs);
+        }
         if differs && !self.dry_run {
             match sys::set_xattr(entry.target(), selinux::XATTR, label.as_bytes()) {
                 Err(e) if is_unsupported(&e) => return self.unsupported(e),
@@ -132,6 +137,76 @@ impl Visitor for PassVisitor {
         } else {
             Visited::Unchanged
         })
+    }
+}
+
+/// Where reading labels stops paying: a directory whose first entries all needed a new
+/// label (a relabel to a new pod's categories, where every label differs) gets the labels of
+/// the rest of its entries written without reading them first, which halves the calls per
+/// entry. An entry that already had the label then gets it rewritten (a ctime bump, what
+/// every container runtime's relabel does to every entry). A tree already right is never
+/// rewritten: its first entries need nothing, so every entry is read. One entry in
+/// [`LabelRun::CHECK_EVERY`] is still read, and one found right goes back to reading, so a
+/// directory whose entries stop differing midway is not rewritten to its end.
+///
+/// Kept per thread: a worker visits one buffer of one directory at a time, in order. The
+/// directory is told apart by its descriptor, which a later directory may reuse: that can
+/// only make the later one skip reads it would have made, never write a wrong label.
+#[derive(Clone, Copy, Default)]
+struct LabelRun {
+    /// The directory's descriptor (`-1`: none yet).
+    parent: i32,
+    /// Entries in a row, from its first read on, that needed a new label.
+    differed: u32,
+    /// Labels written unread since the last one read.
+    unread: u32,
+}
+
+impl LabelRun {
+    /// Entries of a directory that must all need a new label before the rest go unread.
+    const FIRST: u32 = 8;
+    /// While writing unread, one entry in this many is read first.
+    const CHECK_EVERY: u32 = 16;
+
+    thread_local! {
+        static RUN: std::cell::Cell<LabelRun> = const {
+            std::cell::Cell::new(LabelRun { parent: -1, differed: 0, unread: 0 })
+        };
+    }
+
+    /// Whether `entry`'s label is written without reading it first.
+    fn write_unread(entry: &Entry<'_>) -> bool {
+        use rustix::fd::AsRawFd;
+        let parent = entry.parent.as_raw_fd();
+        Self::RUN.with(|run| {
+            let mut r = run.get();
+            let unread =
+                r.parent == parent && r.differed >= Self::FIRST && r.unread + 1 < Self::CHECK_EVERY;
+            if unread {
+                r.unread += 1;
+                run.set(r);
+            }
+            unread
+        })
+    }
+
+    /// Records the label read of `entry`: whether it needed a new one.
+    fn read(entry: &Entry<'_>, differed: bool) {
+        use rustix::fd::AsRawFd;
+        let parent = entry.parent.as_raw_fd();
+        Self::RUN.with(|run| {
+            let r = run.get();
+            let same = r.parent == parent;
+            run.set(LabelRun {
+                parent,
+                differed: match (differed, same) {
+                    (false, _) => 0,
+                    (true, true) => r.differed.saturating_add(1),
+                    (true, false) => 1,
+                },
+                unread: 0,
+            });
+        });
     }
 }
 
