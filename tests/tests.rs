@@ -21,6 +21,7 @@ mod csi_probe;
 mod csi_proxy;
 mod kubelet_conformance;
 mod layout;
+mod man_completions;
 mod ownership_errors;
 mod ownership_mounts;
 mod ownership_tree;

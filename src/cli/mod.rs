@@ -7,6 +7,7 @@ mod client;
 mod csi_proxy;
 mod exit;
 mod flags;
+mod generate;
 mod mount_option;
 mod output;
 mod pass;
@@ -14,7 +15,7 @@ mod plan;
 mod relabel;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use exit::{Exit, Refusal};
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ enum Command {
     Client(client::Args),
     CsiProxy(csi_proxy::Args),
     Bench(bench::Args),
+    #[command(hide = true)]
+    Generate(generate::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Client(args) => client::run(args),
         Command::CsiProxy(args) => csi_proxy::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Generate(args) => generate::run(args, Cli::command()),
     };
     match ended {
         Ok(exit) => ExitCode::from(exit.code()),
