@@ -94,54 +94,75 @@ fn assert_refused(out: &Output, path: &Path, cause: &str) {
 
 // ----------------------------------------------------------------------------- exit 2
 
-#[test]
-fn missing_root_is_refused() {
-    let fs = Mounted::tmpfs();
-    let missing = fs.path().join("no/such/volume");
-    let out = apply(&["--fs-group", "2000"], &missing);
-    assert_refused(&out, &missing, "no such");
-    // With JSON output, the refusal is a document on stdout too.
-    let out = apply(&["--fs-group", "2000", "--output", "json"], &missing);
-    assert_refused(&out, &missing, "no such");
-    assert!(!out.stdout.is_empty(), "a JSON refusal on stdout");
+/// A refused root: the case's name, how its volume is laid out on a fresh tmpfs (returning
+/// the path given to `volsec apply` and the tree that must stay unchanged, if any), and the
+/// cause the message must give.
+struct RefusedRoot {
+    name: &'static str,
+    setup: fn(&Mounted) -> (PathBuf, Option<PathBuf>),
+    cause: &'static str,
 }
 
-#[test]
-fn root_that_is_a_file_is_refused() {
-    let fs = Mounted::tmpfs();
-    let file = fs.path().join("file");
-    write_file(&file, 0o600);
-    let before = snapshot(&file);
-    let out = apply(&["--fs-group", "2000"], &file);
-    assert_refused(&out, &file, "not a directory");
-    assert_unchanged("a refused file root", &before);
-}
+const REFUSED_ROOTS: &[RefusedRoot] = &[
+    RefusedRoot {
+        name: "a missing root",
+        setup: |fs| (fs.path().join("no/such/volume"), None),
+        cause: "no such",
+    },
+    RefusedRoot {
+        name: "a root that is a file",
+        setup: |fs| {
+            let file = fs.path().join("file");
+            write_file(&file, 0o600);
+            (file.clone(), Some(file))
+        },
+        cause: "not a directory",
+    },
+    RefusedRoot {
+        name: "a root that is a symlink (its target is left alone)",
+        setup: |fs| {
+            let vol = small_volume(fs);
+            let link = fs.path().join("link");
+            std::os::unix::fs::symlink(&vol, &link).unwrap();
+            (link, Some(vol))
+        },
+        cause: "symlink",
+    },
+    RefusedRoot {
+        name: "a volume reached through a symlinked middle component",
+        setup: |fs| {
+            let real = fs.subdir("real");
+            let vol = real.join("pods/vol");
+            mkdir(&vol, 0o755);
+            write_file(&vol.join("f"), 0o600);
+            std::os::unix::fs::symlink(&real, fs.path().join("alias")).unwrap();
+            (fs.path().join("alias/pods/vol"), Some(vol))
+        },
+        cause: "symlink",
+    },
+];
 
 #[test]
-fn root_that_is_a_symlink_is_refused() {
-    let fs = Mounted::tmpfs();
-    let vol = small_volume(&fs);
-    let link = fs.path().join("link");
-    std::os::unix::fs::symlink(&vol, &link).unwrap();
-    let before = snapshot(&vol);
-    let out = apply(&["--fs-group", "2000"], &link);
-    assert_refused(&out, &link, "symlink");
-    assert_unchanged("the target of a refused symlink root", &before);
-}
-
-#[test]
-fn symlink_in_a_middle_component_is_refused() {
-    let fs = Mounted::tmpfs();
-    let real = fs.subdir("real");
-    let vol = real.join("pods/vol");
-    mkdir(&vol, 0o755);
-    write_file(&vol.join("f"), 0o600);
-    std::os::unix::fs::symlink(&real, fs.path().join("alias")).unwrap();
-    let through_link = fs.path().join("alias/pods/vol");
-    let before = snapshot(&vol);
-    let out = apply(&["--fs-group", "2000"], &through_link);
-    assert_refused(&out, &through_link, "symlink");
-    assert_unchanged("a volume reached through a symlinked component", &before);
+fn bad_roots_are_refused_and_change_nothing() {
+    for case in REFUSED_ROOTS {
+        let fs = Mounted::tmpfs();
+        let (path, watched) = (case.setup)(&fs);
+        let before = watched.as_deref().map(snapshot);
+        eprintln!("case: {}", case.name);
+        let out = apply(&["--fs-group", "2000"], &path);
+        assert_refused(&out, &path, case.cause);
+        // With JSON output, the refusal is a document on stdout too.
+        let out = apply(&["--fs-group", "2000", "--output", "json"], &path);
+        assert_refused(&out, &path, case.cause);
+        assert!(
+            !out.stdout.is_empty(),
+            "{}: a JSON refusal on stdout",
+            case.name
+        );
+        if let Some(before) = &before {
+            assert_unchanged(case.name, before);
+        }
+    }
 }
 
 #[test]
