@@ -12,6 +12,7 @@ mod agent_packaging;
 mod agent_service;
 mod apply_smoke;
 mod attack_mode_swap;
+mod attack_mount_swap;
 mod attack_symlink_swap;
 mod bench_baseline;
 mod bench_compare;

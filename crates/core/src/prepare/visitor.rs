@@ -60,7 +60,11 @@ impl PassVisitor {
         if changes.is_empty() || self.dry_run {
             return Ok(!changes.is_empty());
         }
-        if changes.chmod.is_some() && entry.fd.is_none() {
+        // A pin the walker took already keeps the inode the attributes were read from.
+        if entry.fd.is_none()
+            && entry.pin.is_none()
+            && (changes.chmod.is_some() || entry.must_pin())
+        {
             return self.ownership_pinned(own, entry);
         }
         write_ownership(own, changes, entry.target())?;
@@ -70,9 +74,10 @@ impl PassVisitor {
     /// A new mode is computed from the mode read, so it must reach the same inode: a
     /// container could rename another file (say a root-owned one) over the name between the
     /// read and a chmod by name, and it would get this file's bits, setuid included. So the
-    /// entry is pinned, read again through the pin, and changed through the pin.
+    /// entry is pinned, read again through the pin, and changed through the pin. (Where a
+    /// mount may appear over the name, the pin is taken only on the root's mount.)
     fn ownership_pinned(&self, own: &Ownership, entry: &Entry<'_>) -> Result<bool, OpError> {
-        let pinned = sys::pin(entry.parent, entry.name).map_err(|e| OpError::new("open", e))?;
+        let pinned = entry.pin_now().map_err(|e| OpError::new("open", e))?;
         let stat = sys::stat_fd(pinned.as_fd()).map_err(|e| OpError::new("stat", e))?;
         let changes = own.changes(&stat);
         write_ownership(own, changes, Target::Pinned(pinned.as_fd()))?;
@@ -90,7 +95,16 @@ impl PassVisitor {
             LabelRun::read(entry, differs);
         }
         if differs && !self.dry_run {
-            match sys::set_xattr(entry.target(), selinux::XATTR, label.as_bytes()) {
+            // Read by name, the label decides only whether to write; the write itself goes
+            // through a pin on the root's mount where a mount may appear over the name.
+            let pinned;
+            let target = if entry.must_pin() {
+                pinned = entry.pin_now().map_err(|e| OpError::new("open", e))?;
+                Target::Pinned(pinned.as_fd())
+            } else {
+                entry.target()
+            };
+            match sys::set_xattr(target, selinux::XATTR, label.as_bytes()) {
                 Err(e) if is_unsupported(&e) => return self.unsupported(e),
                 written => written.map_err(|e| OpError::new("setxattr", e))?,
             }

@@ -17,6 +17,7 @@ const FALLBACK: u8 = 2;
 
 static FCHMODAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
 static XATTRAT: AtomicU8 = AtomicU8::new(UNKNOWN);
+static OPENAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
 
 /// x86_64 and aarch64 share these numbers (the generic syscall table).
 const SYS_FCHMODAT2: libc::c_long = 452;
@@ -39,6 +40,7 @@ pub struct Fallbacks {
 pub fn force_fallbacks() {
     FCHMODAT2.store(FALLBACK, Ordering::Relaxed);
     XATTRAT.store(FALLBACK, Ordering::Relaxed);
+    OPENAT2.store(FALLBACK, Ordering::Relaxed);
 }
 
 impl Fallbacks {
@@ -138,6 +140,28 @@ fn chmod_proc(pinned: &impl AsRawFd, mode: u32) -> io::Result<()> {
 pub fn pin(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(io::Error::from)
+}
+
+/// Pins `name` inside `dir` as [`pin`] does, but only if it lies on the mount `mount` (the
+/// id [`super::stat_fd`] gives for `dir`): a name something is mounted over fails with
+/// `EXDEV`, and whatever is mounted over it afterwards, the pin keeps the inode of `dir`'s
+/// filesystem. `openat2` with `RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS` (Linux 5.6); before
+/// that, or where a seccomp filter refuses it, `openat` and the pin's own mount id.
+pub fn pin_beneath(dir: BorrowedFd<'_>, name: &CStr, mount: u64) -> io::Result<OwnedFd> {
+    use rustix::fs::ResolveFlags;
+    if native(&OPENAT2) {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::NO_XDEV | ResolveFlags::NO_SYMLINKS;
+        let res = rustix::fs::openat2(dir, name, flags, Mode::empty(), resolve);
+        if let Some(res) = settle(&OPENAT2, res.map_err(io::Error::from)) {
+            return res;
+        }
+    }
+    let pinned = pin(dir, name)?;
+    if super::stat_fd(pinned.as_fd())?.mnt_id != mount {
+        return Err(io::Error::from_raw_os_error(libc::EXDEV));
+    }
+    Ok(pinned)
 }
 
 /// `/proc/self/fd/N`: resolves to the inode `fd` pins, whatever is at its path now.

@@ -14,14 +14,16 @@
 mod dir;
 mod fallback;
 mod mountinfo;
+mod namespace;
 mod open;
 mod process;
 mod stat;
 mod xattr;
 
 pub use dir::{DirEntry, DirReader, EntryType};
-pub use fallback::{force_fallbacks, path_of, pin, Fallbacks};
-pub use mountinfo::{mounts, mounts_below, parse_mountinfo, MountInfo};
+pub use fallback::{force_fallbacks, path_of, pin, pin_beneath, Fallbacks};
+pub use mountinfo::{mounts, mounts_below, parse_mountinfo, thread_mounts_below, MountInfo};
+pub use namespace::in_private_mounts;
 pub use open::{open_dir_at, open_root, raise_fd_limit};
 pub use process::{adopt_listen_fd, default_sigpipe, flag_interrupts, home_of, interrupted};
 pub use stat::{stat_at, stat_fd, FileKind, Stat};

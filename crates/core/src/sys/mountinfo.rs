@@ -85,7 +85,18 @@ pub fn mounts() -> io::Result<Vec<MountInfo>> {
 /// Whether anything is mounted strictly below `dir` (an absolute path), by the mount table.
 /// A table that cannot be read answers yes: the caller then checks every entry.
 pub fn mounts_below(dir: &Path) -> bool {
-    let Ok(table) = mounts() else {
+    below(mounts(), dir)
+}
+
+/// [`mounts_below`] by the calling thread's own mount table (`/proc/thread-self`), which
+/// differs from the process's after [`super::in_private_mounts`].
+pub fn thread_mounts_below(dir: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/thread-self/mountinfo");
+    below(table.map(|t| parse_mountinfo(&t)), dir)
+}
+
+fn below(table: io::Result<Vec<MountInfo>>, dir: &Path) -> bool {
+    let Ok(table) = table else {
         return true;
     };
     table

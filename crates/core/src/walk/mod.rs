@@ -65,6 +65,13 @@ pub struct Entry<'a> {
     pub stat: Option<&'a Stat>,
     /// For a directory, the descriptor the walker opened it with; changes go through it.
     pub fd: Option<BorrowedFd<'a>>,
+    /// For a non-directory the walker pinned (`O_PATH`) on the root's mount, the pin:
+    /// `stat` was read through it, and changes go through it.
+    pub pin: Option<BorrowedFd<'a>>,
+    /// Where the walk cannot keep mounts from appearing (no private mount namespace), the
+    /// root's mount id: a change to an entry without `fd` or `pin` must then be made through
+    /// a pin taken on that mount ([`Entry::pin_now`]), never by name.
+    beneath: Option<u64>,
     path: EntryPath<'a>,
 }
 
@@ -81,6 +88,8 @@ impl<'a> Entry<'a> {
             name: c".",
             stat: Some(root.stat()),
             fd: Some(root.fd()),
+            pin: None,
+            beneath: None,
             path: EntryPath::Known(root.path()),
         }
     }
@@ -93,12 +102,30 @@ impl<'a> Entry<'a> {
         }
     }
 
-    /// Where a change to this entry must be made: its own descriptor if the walker holds
-    /// one, otherwise its name inside the parent, not followed.
+    /// Where a change to this entry must be made: its own descriptor or its pin if the
+    /// walker holds one, otherwise its name inside the parent, not followed (but see
+    /// [`Entry::must_pin`]).
     pub fn target(&self) -> crate::sys::Target<'_> {
-        match self.fd {
-            Some(fd) => crate::sys::Target::Fd(fd),
-            None => crate::sys::Target::At(self.parent, self.name),
+        match (self.fd, self.pin) {
+            (Some(fd), _) => crate::sys::Target::Fd(fd),
+            (None, Some(pin)) => crate::sys::Target::Pinned(pin),
+            (None, None) => crate::sys::Target::At(self.parent, self.name),
+        }
+    }
+
+    /// Whether a change must not be made by name: the walker holds no descriptor of the
+    /// entry, and a mount may appear over its name at any time.
+    pub fn must_pin(&self) -> bool {
+        self.fd.is_none() && self.pin.is_none() && self.beneath.is_some()
+    }
+
+    /// Pins the entry (`O_PATH | O_NOFOLLOW`) to change it through the pin. Where mounts may
+    /// appear ([`Entry::must_pin`]), only on the root's mount: a name with something mounted
+    /// over it fails with `EXDEV`, which the walk reports as a nested mount skipped.
+    pub fn pin_now(&self) -> io::Result<rustix::fd::OwnedFd> {
+        match self.beneath {
+            Some(mount) => crate::sys::pin_beneath(self.parent, self.name, mount),
+            None => crate::sys::pin(self.parent, self.name),
         }
     }
 }

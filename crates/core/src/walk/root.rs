@@ -35,6 +35,9 @@ pub struct Root {
     path: PathBuf,
     fd: OwnedFd,
     stat: Stat,
+    /// Set on a root opened in a mount namespace of the pass's own ([`Root::isolated`]):
+    /// the namespace, kept alive, and whether anything was mounted below the root there.
+    private: Option<(OwnedFd, bool)>,
 }
 
 impl Root {
@@ -49,7 +52,45 @@ impl Root {
             path: path.to_path_buf(),
             fd,
             stat,
+            private: None,
         })
+    }
+
+    /// The same directory, opened again by its path in a private copy of the mount
+    /// namespace ([`sys::in_private_mounts`]), where no mount can appear while a walk runs:
+    /// descriptors opened from it stay in the copy, and what its mount table lists below
+    /// the root is all there will be. `None` where no namespace can be made, or where the
+    /// path there leads to another directory than this one; the walk then writes only
+    /// through entries pinned on the root's mount.
+    pub fn isolated(&self) -> Option<Root> {
+        let opened = sys::in_private_mounts(|| -> io::Result<(OwnedFd, Stat, bool)> {
+            let fd = sys::open_root(&self.path)?;
+            let stat = sys::stat_fd(fd.as_fd())?;
+            let below = sys::path_of(&fd).map_or(true, |dir| sys::thread_mounts_below(&dir));
+            Ok((fd, stat, below))
+        });
+        let ((fd, stat, below), ns) = match opened {
+            Ok((Ok(opened), ns)) => (opened, ns),
+            Ok((Err(e), _)) | Err(e) => {
+                tracing::debug!(error = %e, "no private mount namespace; writes go through pinned entries");
+                return None;
+            }
+        };
+        if (stat.dev, stat.ino) != (self.stat.dev, self.stat.ino) {
+            tracing::debug!(path = %self.path.display(), "the path leads elsewhere in a private mount namespace");
+            return None;
+        }
+        Some(Root {
+            path: self.path.clone(),
+            fd,
+            stat,
+            private: Some((ns, below)),
+        })
+    }
+
+    /// Whether this root was opened in a private mount namespace ([`Root::isolated`]).
+    pub fn is_isolated(&self) -> bool {
+        self.private.is_some()
     }
 
     /// The path the root was opened by, for messages.
@@ -69,6 +110,9 @@ impl Root {
     /// mounted below: unprivileged containers cannot mount on the node, and the volume
     /// is prepared before its pod's containers start.
     pub fn has_mounts_below(&self) -> bool {
+        if let Some((_, below)) = self.private {
+            return below;
+        }
         match sys::path_of(&self.fd) {
             Ok(dir) => sys::mounts_below(&dir),
             Err(_) => true,

@@ -24,6 +24,9 @@ struct Walk<'a, 'r> {
     root_path: &'a Path,
     root_mnt: u64,
     cross_mounts: bool,
+    /// The root's mount id when the walk runs where mounts may appear under it (no private
+    /// mount namespace): every entry is then pinned on that mount before it is written.
+    beneath: Option<u64>,
     /// Whether every non-directory is `statx`ed: the visitor needs its attributes, or a
     /// file below the root may be a mount point that must be skipped.
     stat_all: bool,
@@ -46,10 +49,16 @@ pub(super) fn run(
     let plan = super::concurrency::plan_for(options, root);
     let threads = plan.threads();
     let failed_before = progress.tally().failed;
+    // In a mount namespace of its own the walk sees no mount appear; elsewhere it pins.
+    let isolated = (!options.cross_mounts && !root.is_isolated())
+        .then(|| root.isolated())
+        .flatten();
+    let root = isolated.as_ref().unwrap_or(root);
     let walk = Walk {
         root_path: root.path(),
         root_mnt: root.stat().mnt_id,
         cross_mounts: options.cross_mounts,
+        beneath: (!options.cross_mounts && !root.is_isolated()).then_some(root.stat().mnt_id),
         stat_all: visitor.needs_stat() || (!options.cross_mounts && root.has_mounts_below()),
         visitor,
         progress,
@@ -146,6 +155,8 @@ impl<'r> Walk<'_, 'r> {
             name: &path.name,
             stat: Some(&stat),
             fd: Some(fd.as_fd()),
+            pin: None,
+            beneath: self.beneath,
             path: EntryPath::Lazy(&message_path),
         });
         Some(Dir::opened(path, fd))
@@ -354,11 +365,21 @@ impl<'r> Walk<'_, 'r> {
     /// Visits an entry that is not (or, for `d_type` unknown, may not be) a directory.
     /// Whether it changed something.
     fn other(&self, dir: &Arc<Dir<'r>>, name: &CStr, kind: EntryType, may_open: bool) -> bool {
+        let mut pinned = None;
         let stat = if kind == EntryType::Unknown || self.stat_all {
-            match sys::stat_at(dir.fd(), name) {
-                Ok(stat) => Some(stat),
-                Err(e) => {
-                    self.fail(dir, Some(name), "stat", &e);
+            match self.stat(dir, name) {
+                Ok((stat, pin)) => {
+                    pinned = pin;
+                    Some(stat)
+                }
+                Err((_, e)) if self.is_mount(&e) => {
+                    self.progress.visit();
+                    let path = dir.path.path_of(self.root_path, Some(name));
+                    self.progress.skip_mount(path);
+                    return false;
+                }
+                Err((op, e)) => {
+                    self.fail(dir, Some(name), op, &e);
                     return false;
                 }
             }
@@ -381,8 +402,33 @@ impl<'r> Walk<'_, 'r> {
             name,
             stat: stat.as_ref(),
             fd: None,
+            pin: pinned.as_ref().map(|p| p.as_fd()),
+            beneath: self.beneath,
             path: EntryPath::Lazy(&message_path),
         })
+    }
+
+    /// An entry's attributes: by name where no mount can appear (or mounts are crossed);
+    /// otherwise read through a pin on the root's mount, which the entry's changes then go
+    /// through. On failure, the operation that failed.
+    fn stat(
+        &self,
+        dir: &Dir<'r>,
+        name: &CStr,
+    ) -> Result<(Stat, Option<rustix::fd::OwnedFd>), (&'static str, io::Error)> {
+        let Some(mount) = self.beneath else {
+            return sys::stat_at(dir.fd(), name)
+                .map(|stat| (stat, None))
+                .map_err(|e| ("stat", e));
+        };
+        let pin = sys::pin_beneath(dir.fd(), name, mount).map_err(|e| ("open", e))?;
+        let stat = sys::stat_fd(pin.as_fd()).map_err(|e| ("stat", e))?;
+        Ok((stat, Some(pin)))
+    }
+
+    /// Whether `err` says a name is a mount point (`EXDEV` from a pin on the root's mount).
+    fn is_mount(&self, err: &io::Error) -> bool {
+        self.beneath.is_some() && err.raw_os_error() == Some(libc::EXDEV)
     }
 
     /// A directory where `d_type` did not say so (unknown, or swapped in since the listing)
@@ -405,6 +451,10 @@ impl<'r> Walk<'_, 'r> {
             Ok(visited) => {
                 self.progress.record(visited);
                 visited == Visited::Changed
+            }
+            Err(e) if self.is_mount(&e.err) => {
+                self.progress.skip_mount(entry.path());
+                false
             }
             Err(e) => {
                 self.progress.fail(Failure::new(entry.path(), e.op, &e.err));
