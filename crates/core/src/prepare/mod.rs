@@ -6,9 +6,11 @@
 //! when everything below succeeded. A pass that fails or is interrupted therefore leaves
 //! the root as it was, and the next OnRootMismatch call walks again.
 
+mod lock;
 mod report;
 mod visitor;
 
+pub use lock::{lock_volume, set_lock_wait, LockError, VolumeLock, LOCK_DIR};
 pub use report::{PassOutcome, Report, SkipReason, Summary};
 
 use crate::ownership::{ChangePolicy, Ownership};
@@ -48,6 +50,9 @@ pub enum PrepareError {
     /// The root could not be opened as a directory without following a symlink.
     #[error(transparent)]
     Root(#[from] RootError),
+    /// Another pass holds the volume ([`lock_volume`]): one pass per volume at a time.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// The root is a system directory (`/`, `/usr`, `$HOME`, ...): a recursive chown or
     /// relabel there would break the node.
     #[error("{path}: refusing to change a system directory ({what})")]
@@ -95,6 +100,8 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<Report, PrepareError> {
     let started = Instant::now();
+    // Held to the end of the pass, the root's change included; a dry run writes nothing.
+    let _lock = (!options.dry_run).then(|| lock_volume(root)).transpose()?;
     let checked = check(root, job)?;
     if checked.skip.is_some() {
         return Ok(skipped(root, &checked, options, progress, started));
