@@ -28,6 +28,7 @@ mod ownership_mounts;
 mod ownership_tree;
 mod plan_apply;
 mod plan_bad_input;
+mod plan_bounds;
 mod plan_csi;
 mod plan_engine;
 mod plan_fixtures;

@@ -15,13 +15,92 @@ use std::path::Path;
 #[error("{0}")]
 pub struct ManifestError(pub String);
 
+/// The largest manifest read: the API server's limit on a request body (3 MiB). Parsing
+/// costs a hundred times its input in memory; this keeps that bounded.
+pub const MAX_MANIFEST_BYTES: usize = 3 << 20;
+
+/// The deepest nesting of flow collections (`[...]`, `{...}`) accepted. Kubernetes objects
+/// nest a dozen levels; the YAML parser's time grows with the square of this depth.
+pub const MAX_NESTING: usize = 64;
+
 /// Reads `path` and returns its one object of type `T` (Pod, PersistentVolume, CSIDriver).
 /// Documents of other kinds in the same file are ignored, so one file can hold them all.
+/// Only a regular file of at most [`MAX_MANIFEST_BYTES`] is read: never a FIFO (which
+/// would block) or a device (`/dev/zero` never ends).
 pub fn load<T: k8s_openapi::Resource + DeserializeOwned>(path: &Path) -> Result<T, ManifestError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
+    let text = read_bounded(path)
         .map_err(|e| ManifestError(format!("{name}: cannot read the {}: {e}", T::KIND)))?;
     parse(&name, &text)
+}
+
+/// The text of a regular file of at most [`MAX_MANIFEST_BYTES`]. Opened with
+/// `O_NONBLOCK`, so a FIFO is refused instead of waited on.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::other(format!(
+            "it is {what}; a manifest must be a regular file"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_MANIFEST_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::other("it is not UTF-8 text; a manifest is YAML or JSON"))
+}
+
+fn too_large() -> std::io::Error {
+    std::io::Error::other(format!(
+        "it is larger than {} MiB, the API server's limit on an object",
+        MAX_MANIFEST_BYTES >> 20
+    ))
+}
+
+/// The deepest nesting of flow collections in `text`, counted without parsing: brackets in
+/// quoted scalars and comments do not count (quotes are taken to end with their line).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for line in text.lines() {
+        let mut quote = None;
+        let mut prev = b' ';
+        for &c in line.as_bytes() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, b'#') if prev == b' ' || prev == b'\t' => break,
+                (None, b'"' | b'\'') => quote = Some(c),
+                (None, b'[' | b'{') => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                (None, b']' | b'}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    deepest
 }
 
 /// The one object of type `T` in `text`; `file` names the source in errors.
@@ -29,6 +108,19 @@ pub fn parse<T: k8s_openapi::Resource + DeserializeOwned>(
     file: &str,
     text: &str,
 ) -> Result<T, ManifestError> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError(format!(
+            "{file}: cannot read the {}: {}",
+            T::KIND,
+            too_large()
+        )));
+    }
+    let depth = flow_depth(text);
+    if depth > MAX_NESTING {
+        return Err(ManifestError(format!(
+            "{file}: collections nest {depth} levels deep; a manifest may nest at most {MAX_NESTING}"
+        )));
+    }
     let docs = documents(file, text)?;
     let mut found = Vec::new();
     let mut matching = Vec::new();
@@ -228,5 +320,36 @@ mod tests {
         assert!(e.contains("holds 2 Pod objects"), "{e}");
         let e = parse::<Pod>("e.yaml", "").unwrap_err().0;
         assert!(e.contains("no document"), "{e}");
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        let e = parse::<Pod>("deep.yaml", &deep).unwrap_err().0;
+        assert!(
+            e.contains("nest 100000 levels deep") && e.contains("at most 64"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Brackets in quotes and comments are text, not nesting.
+        let quoted = format!(
+            "{POD}  # {}\nmetadata:\n  annotations:\n    a: \"{}\"\n",
+            "[".repeat(200),
+            "{".repeat(200)
+        );
+        assert!(!parse::<Pod>("q.yaml", &quoted)
+            .unwrap_err()
+            .0
+            .contains("nest"));
+        assert_eq!(flow_depth(POD), 0);
+        assert_eq!(flow_depth("a: [1, {b: [2]}]\n"), 3);
+    }
+
+    #[test]
+    fn a_manifest_over_the_cap_is_refused() {
+        let big = format!("{POD}{}", "# padding\n".repeat(MAX_MANIFEST_BYTES / 10 + 1));
+        let e = parse::<Pod>("big.yaml", &big).unwrap_err().0;
+        assert!(e.contains("larger than 3 MiB"), "{e}");
     }
 }
