@@ -37,4 +37,5 @@ mod selinux_refused;
 mod selinux_relabel;
 mod slow_fs;
 mod sys_fallback;
+mod volume_lock;
 mod walk_scale;
