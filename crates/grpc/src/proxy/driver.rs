@@ -40,19 +40,9 @@ pub struct Driver {
 impl Driver {
     /// A driver at `path`. Nothing is dialled until the first call.
     pub fn new(path: &Path, default_timeout: Duration) -> Driver {
-        let socket = path.to_path_buf();
-        // The URI is required by the API but unused: every connection goes to the socket.
-        let channel = Endpoint::from_static("http://csi.driver")
-            .connect_timeout(Duration::from_secs(5))
-            .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
-                }
-            }));
         Driver {
             path: path.to_path_buf(),
-            channel,
+            channel: channel(path),
             default_timeout,
         }
     }
@@ -157,6 +147,21 @@ fn strip_hop_headers(metadata: &mut MetadataMap) {
     for h in HOP_HEADERS {
         metadata.remove(h);
     }
+}
+
+/// A gRPC channel to the Unix socket at `path`, connected on first use and again after
+/// the peer restarts (also what the tests and benchmarks dial the proxy and the driver with).
+pub fn channel(path: &Path) -> Channel {
+    let socket = path.to_path_buf();
+    // The URI is required by the API but unused: every connection goes to the socket.
+    Endpoint::from_static("http://csi.sock")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+            }
+        }))
 }
 
 /// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2: up to 8 digits

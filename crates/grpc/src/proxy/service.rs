@@ -68,9 +68,12 @@ pub struct Proxy {
 }
 
 /// The part of the caller's deadline kept back to answer in time: a tenth, between 50 ms
-/// and 5 s (kubelet's 2 minutes: the proxy answers 5 s before kubelet would give up).
+/// and 5 s (kubelet's 2 minutes: the proxy answers 5 s before kubelet would give up), and
+/// never more than half of a very short deadline.
 fn margin(timeout: Duration) -> Duration {
-    (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(5))
+    (timeout / 10)
+        .clamp(Duration::from_millis(50), Duration::from_secs(5))
+        .min(timeout / 2)
 }
 
 fn invalid(e: impl std::fmt::Display) -> Status {
@@ -706,4 +709,20 @@ fn mount_root(target: &Path) -> Result<Option<u64>, Status> {
 /// A top-level string field of a message, if present and UTF-8.
 fn read_string_field(buf: &[u8], number: u64) -> Option<String> {
     wire::top_level_string(buf, number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margins() {
+        assert_eq!(margin(Duration::from_secs(120)), Duration::from_secs(5));
+        assert_eq!(margin(Duration::from_secs(2)), Duration::from_millis(200));
+        assert_eq!(
+            margin(Duration::from_millis(300)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(margin(Duration::from_millis(20)), Duration::from_millis(10));
+    }
 }
