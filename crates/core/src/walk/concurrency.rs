@@ -21,8 +21,10 @@ use std::time::Duration;
 /// The upper bound on workers in flight when none is given (`--max-threads`).
 pub const DEFAULT_MAX_THREADS: usize = 256;
 
-/// Workers a walk on a network-like volume starts with.
-pub const NETWORK_START: usize = 32;
+/// Workers a walk on a network-like volume starts with: a round trip of 0.2 to 2 ms makes
+/// a few dozen calls in flight worth it on any such volume, and starting there leaves the
+/// controller one or two doublings to find the rest.
+pub const NETWORK_START: usize = 64;
 
 static MAX_THREADS: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_THREADS);
 
