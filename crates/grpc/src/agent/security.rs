@@ -87,8 +87,25 @@ pub fn inherited_socket() -> io::Result<Option<std::os::unix::net::UnixListener>
 
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)
-            .map_err(|e| with_path(path, "cannot remove the stale socket", e)),
+        Ok(meta) if meta.file_type().is_socket() => {
+            // A socket something still accepts on is another agent's, not stale: taking
+            // the path over would leave that agent running, ready, and unreachable.
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{}: another agent is serving on this socket; refusing to take it over (stop that agent first, or give another --socket)",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(with_path(path, "cannot tell whether the socket is in use", e)),
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| with_path(path, "cannot remove the stale socket", e))
+        }
         Ok(_) => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!(

@@ -30,6 +30,22 @@ use tonic::codegen::http;
 /// refused with InvalidArgument before it is decoded.
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
+/// A client of the metrics endpoint that has not sent its request headers this long after
+/// connecting is disconnected (a slow or unfinished request holds no descriptor longer).
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// No metrics connection lasts longer than this, whatever it is doing; one request per
+/// connection (no keep-alive), so no connection idles between requests.
+pub const HTTP_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Metrics connections served at once; one accepted beyond that is closed at once, so a
+/// flood of connections costs the agent a bounded number of descriptors.
+pub const HTTP_MAX_CONNECTIONS: usize = 64;
+
+/// gRPC calls in flight on one connection to the agent's socket, and HTTP/2 streams one
+/// connection may open: bounds on what one caller can make the agent hold.
+pub const GRPC_CALLS_PER_CONNECTION: usize = 64;
+
 /// Everything `volsec serve` is told, apart from the socket (see [`Listener`]).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -172,6 +188,8 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(GRPC_CALLS_PER_CONNECTION)
+        .max_concurrent_streams(Some(GRPC_CALLS_PER_CONNECTION as u32))
         .layer(tower::util::MapResponseLayer::new(
             invalid_argument_for_bad_requests,
         ))
@@ -263,11 +281,39 @@ async fn start_http(
         .await
         .map_err(|source| ServeError::Metrics { addr, source })?;
     let app = metrics::router(metrics);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics endpoint: {e}");
-        }
-    }))
+    Ok(tokio::spawn(serve_http(listener, app)))
+}
+
+/// Serves the metrics endpoint with bounds on what a client can hold: at most
+/// [`HTTP_MAX_CONNECTIONS`] connections, each closed when its request headers take longer
+/// than [`HTTP_HEADER_TIMEOUT`], after one response, or after [`HTTP_CONNECTION_TIMEOUT`].
+async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: back off instead of spinning on the error.
+                tracing::warn!("metrics endpoint: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HTTP_HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(HTTP_CONNECTION_TIMEOUT, connection).await;
+            drop(slot);
+        });
+    }
 }
 
 /// gRPC answers an oversized request with OUT_OF_RANGE and an undecodable one with
