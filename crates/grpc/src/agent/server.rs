@@ -43,8 +43,10 @@ pub const HTTP_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HTTP_MAX_CONNECTIONS: usize = 64;
 
 /// gRPC calls in flight on one connection to the agent's socket, and HTTP/2 streams one
-/// connection may open: bounds on what one caller can make the agent hold.
-pub const GRPC_CALLS_PER_CONNECTION: usize = 64;
+/// connection may open: bounds on what one caller can make the agent hold. Generous enough
+/// for one caller preparing every volume of a full node at once (110 pods, several volumes
+/// each), whose calls must all be in flight to join the walks already running.
+pub const GRPC_CALLS_PER_CONNECTION: usize = 1024;
 
 /// Everything `volsec serve` is told, apart from the socket (see [`Listener`]).
 #[derive(Debug, Clone)]
