@@ -41,6 +41,15 @@ fn pass(vol: &Path, round: usize) {
     );
 }
 
+/// Sets the flag when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn a_root_owned_file_swapped_in_never_gets_another_files_setuid_mode() {
     let fs = Mounted::tmpfs();
@@ -81,6 +90,9 @@ fn a_root_owned_file_swapped_in_never_gets_another_files_setuid_mode() {
                 swaps.fetch_add(PAIRS as u64, Ordering::Relaxed);
             }
         });
+        // Stops the swapper however this thread leaves the scope: a failed pass must fail the
+        // test, not leave the scope waiting for a swapper that never stops.
+        let _stop = StopOnDrop(&stop);
         for round in 0..ROUNDS {
             pass(&vol, round);
             for r in &root_files {

@@ -19,6 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// How long every pass waits at least before it calls a volume busy. A child that another
+/// thread of the same process forks holds a copy of every descriptor, the lock's too, until
+/// its exec closes them: a lock held that way for an instant is not another pass.
+const GRACE: Duration = Duration::from_millis(200);
+
 /// Where the lock files live.
 pub const LOCK_DIR: &str = "/run/volsec/locks";
 
@@ -98,7 +103,7 @@ fn lock_in(dir: &Path, root: &Root, wait: Duration) -> Result<VolumeLock, LockEr
             Err(e) => return Err(io(e.into())),
         }
         let waited = started.elapsed();
-        if waited >= wait {
+        if waited >= wait.max(GRACE) {
             let path = root.path().to_path_buf();
             return Err(if wait.is_zero() {
                 LockError::Busy { path, lock }
@@ -106,7 +111,7 @@ fn lock_in(dir: &Path, root: &Root, wait: Duration) -> Result<VolumeLock, LockEr
                 LockError::TimedOut { path, lock, waited }
             });
         }
-        std::thread::sleep((wait - waited).min(Duration::from_millis(50)));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
