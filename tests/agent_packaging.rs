@@ -171,7 +171,10 @@ fn the_systemd_units_agree_with_the_daemonset_and_the_binary() {
         "the unit and the DaemonSet grant the same capabilities"
     );
     // `-`: the unit still starts on a host without /var/lib/kubelet (not a node yet).
-    assert_eq!(unit_value(&service, "ReadWritePaths"), ["-/var/lib/kubelet"]);
+    assert_eq!(
+        unit_value(&service, "ReadWritePaths"),
+        ["-/var/lib/kubelet"]
+    );
 
     let defaults = read("packaging/volsec.default");
     let line = defaults

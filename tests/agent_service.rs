@@ -971,8 +971,10 @@ async fn plan_refuses_another_driver_s_socket_as_volsec_plan_does() {
         "data",
         &["--pv", "@pv/rwo.yaml", "--csi-socket"],
     );
-    cmd.arg(&wrong)
-        .args(["--selinux-defaults", "system_u:object_r:container_file_t:s0"]);
+    cmd.arg(&wrong).args([
+        "--selinux-defaults",
+        "system_u:object_r:container_file_t:s0",
+    ]);
     // Off the runtime, so that it keeps serving the driver.
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
@@ -983,7 +985,10 @@ async fn plan_refuses_another_driver_s_socket_as_volsec_plan_does() {
         .lines()
         .find_map(|l| l.split_once("--csi-socket ").map(|(_, sentence)| sentence))
         .unwrap_or_else(|| panic!("no --csi-socket refusal in {stderr}"));
-    assert!(cli.contains("belongs to driver \"nfs.csi.k8s.io\""), "{cli}");
+    assert!(
+        cli.contains("belongs to driver \"nfs.csi.k8s.io\""),
+        "{cli}"
+    );
     assert_eq!(rpc.message(), format!("node.csi_socket: {cli}"));
 
     let not_csi = proto::PlanRequest {

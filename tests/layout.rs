@@ -27,13 +27,11 @@ const CRATES: &[(&str, &str)] = &[
 
 /// Circles known and being broken (issue 13), each as the files it may span: found
 /// within these files, a circle is tolerated; once it is gone, its entry must go too.
-const KNOWN_CIRCLES: &[&[&str]] = &[
-    &[
-        "benches/src/compare.rs",
-        "benches/src/harness.rs",
-        "benches/src/report.rs",
-    ],
-];
+const KNOWN_CIRCLES: &[&[&str]] = &[&[
+    "benches/src/compare.rs",
+    "benches/src/harness.rs",
+    "benches/src/report.rs",
+]];
 
 /// Dependencies the core crate must never have, directly or through another crate.
 const NOT_IN_CORE: &[&str] = &["clap", "tokio", "tonic", "plotters", "criterion"];

@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(
             Plan::choose(0, 2, VolumeKind::Remote("nfs"), 256),
             Plan::Adaptive {
-                start: 32,
+                start: NETWORK_START,
                 max: 256
             }
         );
