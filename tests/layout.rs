@@ -732,7 +732,7 @@ fn parse(tokens: &[(Token, usize)], module: &[String]) -> Parsed {
                     .unwrap_or(tokens.len());
                 if !in_test && !cfg_test {
                     let mut trees = Vec::new();
-                    use_tree(&tokens[i + 1..end], &mut Vec::new(), &mut trees);
+                    use_tree(&tokens[i + 1..end], &[], &mut trees);
                     for (path, alias) in trees {
                         if is_pub && alias.as_deref() != Some("_") {
                             // A re-export is looked through, and is an edge of its own only
@@ -847,10 +847,10 @@ fn absolute_in(context: &[String], path: &[String]) -> Option<Vec<String>> {
 /// segment).
 fn use_tree(
     tokens: &[(Token, usize)],
-    prefix: &mut Vec<String>,
+    prefix: &[String],
     out: &mut Vec<(Vec<String>, Option<String>)>,
 ) {
-    let mut path = prefix.clone();
+    let mut path = prefix.to_vec();
     let mut i = 0;
     while i < tokens.len() {
         match &tokens[i].0 {
@@ -874,12 +874,12 @@ fn use_tree(
                     match tokens[j].0 {
                         Token::Punct('{') => depth += 1,
                         Token::Punct('}') if depth == 0 => {
-                            use_tree(&tokens[start..j], &mut path.clone(), out);
+                            use_tree(&tokens[start..j], &path, out);
                             return;
                         }
                         Token::Punct('}') => depth -= 1,
                         Token::Punct(',') if depth == 0 => {
-                            use_tree(&tokens[start..j], &mut path.clone(), out);
+                            use_tree(&tokens[start..j], &path, out);
                             start = j + 1;
                         }
                         _ => {}

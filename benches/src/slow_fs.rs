@@ -371,8 +371,8 @@ impl Inner {
         )
         .map_err(errno)?;
         let mut entries = Vec::new();
-        let mut reader = rustix::fs::Dir::read_from(&dir).map_err(errno)?;
-        while let Some(e) = reader.next() {
+        let reader = rustix::fs::Dir::read_from(&dir).map_err(errno)?;
+        for e in reader {
             let e = e.map_err(errno)?;
             let kind = match e.file_type() {
                 rustix::fs::FileType::Directory => FileType::Directory,

@@ -72,7 +72,7 @@ impl<'r> Queue<'r> {
 
     /// Whether a worker under the limit is waiting for a task.
     pub fn has_idle(&self) -> bool {
-        self.state.lock().map_or(false, |s| s.idle > 0)
+        self.state.lock().is_ok_and(|s| s.idle > 0)
     }
 
     /// Whether the walk is over.
