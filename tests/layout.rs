@@ -25,14 +25,6 @@ const CRATES: &[(&str, &str)] = &[
     ("volsec", "src/main.rs"),
 ];
 
-/// Circles known and being broken (issue 13), each as the files it may span: found
-/// within these files, a circle is tolerated; once it is gone, its entry must go too.
-const KNOWN_CIRCLES: &[&[&str]] = &[&[
-    "benches/src/compare.rs",
-    "benches/src/harness.rs",
-    "benches/src/report.rs",
-]];
-
 /// Dependencies the core crate must never have, directly or through another crate.
 const NOT_IN_CORE: &[&str] = &["clap", "tokio", "tonic", "plotters", "criterion"];
 
@@ -40,31 +32,16 @@ const NOT_IN_CORE: &[&str] = &["clap", "tokio", "tonic", "plotters", "criterion"
 fn no_crate_has_an_import_circle_between_its_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut circles = Vec::new();
-    let mut known_found = vec![false; KNOWN_CIRCLES.len()];
     for (name, lib) in CRATES {
         let graph = Graph::of_crate(&root.join(lib));
         assert!(graph.files.len() > 1, "{name}: no modules found from {lib}");
         for circle in graph.circles() {
-            let files = graph.names(&circle.files, root);
-            let known = KNOWN_CIRCLES
-                .iter()
-                .position(|k| files.iter().all(|f| k.contains(&f.as_str())));
-            match known {
-                Some(k) => known_found[k] = true,
-                None => circles.push(format!("{name}: {}", graph.describe(&circle, root))),
-            }
+            circles.push(format!("{name}: {}", graph.describe(&circle, root)));
         }
     }
-    let gone: Vec<_> = KNOWN_CIRCLES
-        .iter()
-        .zip(known_found)
-        .filter(|(_, found)| !found)
-        .map(|(k, _)| k)
-        .collect();
     assert!(
-        gone.is_empty() && circles.is_empty(),
-        "known circles now broken (take them out of KNOWN_CIRCLES): {gone:?}\n\
-         import circles between files (break each by moving what both sides need into a \
+        circles.is_empty(),
+        "import circles between files (break each by moving what both sides need into a \
          file of its own, or by turning one edge around):\n{}",
         circles.join("\n")
     );
@@ -361,10 +338,6 @@ impl Graph {
     }
 
     /// The paths of `files`, relative to `root`.
-    fn names(&self, files: &BTreeSet<usize>, root: &Path) -> Vec<String> {
-        files.iter().map(|&i| self.name(i, root)).collect()
-    }
-
     fn name(&self, i: usize, root: &Path) -> String {
         let p = &self.files[i].path;
         p.strip_prefix(root).unwrap_or(p).display().to_string()

@@ -17,8 +17,8 @@
 //! without letting one noisy pass fail CI. Passes shorter than the noise floor
 //! (OnRootMismatch takes microseconds) are shown, never gated.
 
-use super::harness::Scenario;
 use super::results::{Results, Row};
+use super::scenario::Scenario;
 use serde::Serialize;
 
 /// Which number of a row's repetitions is compared.

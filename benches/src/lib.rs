@@ -14,6 +14,7 @@
 //! - [`bed`]: one tree and its state, with every timed pass (volsec and baselines).
 //! - [`scratch`]: the filesystem under test (RAM-backed ext4 by default).
 //! - [`slow_fs`]: a network-like volume: a FUSE passthrough that delays every request.
+//! - [`scenario`]: what each scenario asks of every inode, and its baselines.
 //! - [`harness`]: `volsec bench run`: every scenario, volsec and baselines taking turns.
 //! - [`results`]: the JSON document of a run.
 //! - [`compare`]: two runs side by side, the regression gate CI relies on.
@@ -25,6 +26,7 @@ pub mod compare;
 pub mod harness;
 pub mod report;
 pub mod results;
+pub mod scenario;
 pub mod scratch;
 pub mod slow_fs;
 pub mod tree;

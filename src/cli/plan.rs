@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
 
-    /// Output format: a short explanation, or the JSON plan (schema in the README).
+    /// Output format: a short explanation, or the JSON plan (schema in docs/plan.md).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 }
