@@ -24,6 +24,7 @@ mod flag_bounds;
 mod kubelet_conformance;
 mod layout;
 mod man_completions;
+mod output_escape;
 mod ownership_errors;
 mod ownership_mounts;
 mod ownership_tree;

@@ -4,6 +4,7 @@ use super::exit::{Exit, Refusal};
 use super::output::Format;
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use volsec_core::display;
 use volsec_core::plan::gates::GateOverrides;
 use volsec_grpc::agent::convert;
 use volsec_grpc::agent::proto::{self, prepare_event::Event};
@@ -251,7 +252,7 @@ fn print_event(ev: &proto::PrepareEvent, request: &proto::PrepareRequest) {
             } else {
                 "warning "
             };
-            println!("{id}: {kind}{}: {}", w.reason, w.message);
+            println!("{id}: {kind}{}: {}", w.reason, display::text(&w.message));
         }
         Some(Event::Result(r)) => print_result(id, request, r),
         None => {}
@@ -347,7 +348,7 @@ fn print_list(list: &proto::ListResponse, format: Format) {
                     "{} {:?} {} fsGroup={} label={} callers={} visited={visited}{cancelling}",
                     j.job_id,
                     j.state(),
-                    j.path,
+                    display::text(&j.path),
                     j.fs_group.map_or("-".into(), |g| g.to_string()),
                     if j.selinux_context.is_empty() {
                         "-"

@@ -118,7 +118,7 @@ pub fn run(
     raise_descriptor_limit();
     let outcome = walk::walk(root, &options.walk, &visitor, progress, cancel).map_err(|err| {
         PrepareError::Threads {
-            path: root.path().display().to_string(),
+            path: crate::display::path(root.path()).to_string(),
             err,
         }
     })?;
@@ -168,7 +168,7 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
     }
     if let Some(what) = selinux::refused_root(root.stat()) {
         return Err(PrepareError::RefusedRoot {
-            path: root.path().display().to_string(),
+            path: crate::display::path(root.path()).to_string(),
             what,
         });
     }
@@ -181,10 +181,10 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
     if labels_unsupported {
         if !job.ignore_unsupported_labels {
             return Err(PrepareError::LabelsUnsupported {
-                path: root.path().display().to_string(),
+                path: crate::display::path(root.path()).to_string(),
             });
         }
-        tracing::info!(path = %root.path().display(), "filesystem cannot store SELinux labels; relabel not needed");
+        tracing::info!(path = %crate::display::path(root.path()), "filesystem cannot store SELinux labels; relabel not needed");
         job.label = None;
     }
     let skip = if job.ownership.is_none() && job.label.is_none() {

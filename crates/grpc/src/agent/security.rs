@@ -17,6 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
+use volsec_core::display;
 use volsec_core::walk::{Root, RootError};
 
 /// Mode of the agent's socket.
@@ -158,15 +159,18 @@ impl PeerCheck {
 pub enum PathError {
     #[error("the path is empty: give the volume's root directory")]
     Empty,
-    #[error("{0}: not an absolute path")]
+    #[error("{}: not an absolute path", display::path(.0))]
     Relative(PathBuf),
-    #[error("{0}: `..` is not allowed in a volume path")]
+    #[error("{}: `..` is not allowed in a volume path", display::path(.0))]
     DotDot(PathBuf),
-    #[error("{path}: not below an allowed root ({allowed}); see --allowed-root")]
+    #[error(
+        "{}: not below an allowed root ({allowed}); see --allowed-root",
+        display::path(path)
+    )]
     Outside { path: PathBuf, allowed: String },
     #[error("/ cannot be an allowed root: it would let callers change every directory on the node; give the directories volumes are mounted under, e.g. /var/lib/kubelet")]
     WholeFilesystem,
-    #[error("{root}: {link} is a symlink, and volume paths are opened without following one, so no volume below it could be prepared; give the resolved directory")]
+    #[error("{}: {} is a symlink, and volume paths are opened without following one, so no volume below it could be prepared; give the resolved directory", display::path(root), display::path(link))]
     ThroughSymlink { root: PathBuf, link: PathBuf },
     #[error(transparent)]
     Root(#[from] RootError),
@@ -227,7 +231,11 @@ impl AllowedRoots {
     }
 
     pub fn describe(&self) -> String {
-        let names: Vec<String> = self.0.iter().map(|r| r.display().to_string()).collect();
+        let names: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| display::path(r).to_string())
+            .collect();
         names.join(", ")
     }
 }

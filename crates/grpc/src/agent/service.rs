@@ -109,7 +109,7 @@ impl VolumeAgent for Agent {
     ) -> Result<Response<Self::PrepareStream>, Status> {
         let uid = self.peers.check(&request)?;
         let req = validate(&self.roots, request.get_ref()).inspect_err(|e| {
-            tracing::warn!(uid, path = %request.get_ref().path, code = ?e.code(), "prepare refused: {}", e.message());
+            tracing::warn!(uid, path = %volsec_core::display::text(&request.get_ref().path), code = ?e.code(), "prepare refused: {}", e.message());
         })?;
         let attached = self.jobs.submit(req)?;
         Ok(Response::new(forward(attached)))
