@@ -8,6 +8,7 @@
 
 mod common;
 
+mod agent_bounds;
 mod agent_packaging;
 mod agent_service;
 mod apply_smoke;
