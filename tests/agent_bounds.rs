@@ -297,3 +297,58 @@ fn an_exiting_agent_leaves_a_newer_agents_socket_alone() {
             .arg("list"),
     );
 }
+
+/// A Pod manifest near the 3 MiB bound: its annotations take the bytes.
+fn huge_pod() -> Vec<u8> {
+    let mut pod =
+        String::from("apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\n  annotations:\n");
+    let value = "v".repeat(900);
+    for i in 0..3_000 {
+        pod.push_str(&format!("    a{i}: {value}\n"));
+    }
+    pod.push_str("spec:\n  securityContext:\n    fsGroup: 2000\n  containers:\n    - name: app\n      image: x\n  volumes:\n    - name: data\n      emptyDir: {}\n");
+    pod.into_bytes()
+}
+
+/// Two Plan calls with manifests near their bounds used to parse on the runtime's threads
+/// and stall every other call (`List` waited 22 s). Parsing now runs on blocking threads:
+/// `List` answers while they parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_huge_plan_calls_do_not_stall_list() {
+    use volsec_grpc::agent::proto;
+    let fs = Mounted::tmpfs();
+    let agent = Agent::start(fs.path(), &[]);
+    let pod = huge_pod();
+    let started = std::time::Instant::now();
+    let mut plans = Vec::new();
+    for _ in 0..2 {
+        let mut client = agent.client().await;
+        let pod = pod.clone();
+        plans.push(tokio::spawn(async move {
+            client
+                .plan(proto::PlanRequest {
+                    pod,
+                    volume: "data".into(),
+                    ..Default::default()
+                })
+                .await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut client = agent.client().await;
+    let asked = std::time::Instant::now();
+    client
+        .list(proto::ListRequest {})
+        .await
+        .expect("List answers");
+    let list = asked.elapsed();
+    for plan in plans {
+        plan.await.unwrap().expect("the Plan call answers");
+    }
+    let plans = started.elapsed();
+    eprintln!("List answered in {list:?}; the two Plan calls took {plans:?}");
+    assert!(
+        list < std::time::Duration::from_secs(1),
+        "List took {list:?} while two Plan calls parsed ({plans:?})"
+    );
+}

@@ -64,7 +64,7 @@ impl Agent {
         panic!("volsec serve did not become ready within 20 s");
     }
 
-    async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         volsec_grpc::agent::client::connect(&self.socket())
             .await
             .expect("connect to the agent")

@@ -96,7 +96,8 @@ impl VolumeAgent for Agent {
         request: Request<proto::PlanRequest>,
     ) -> Result<Response<proto::PlanResponse>, Status> {
         self.peers.check(&request)?;
-        super::plan::plan(&self.roots, request.get_ref())
+        let deadline = super::plan::grpc_timeout(request.metadata());
+        super::plan::plan(&self.roots, request.get_ref(), deadline)
             .await
             .map(Response::new)
     }
