@@ -17,14 +17,14 @@ use volsec_grpc::agent::proto::{
 type Client = VolumeAgentClient<tonic::transport::Channel>;
 
 /// A running `volsec serve`, killed when dropped.
-struct Agent {
-    child: Child,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
     dir: tempfile::TempDir,
-    metrics: u16,
+    pub(crate) metrics: u16,
 }
 
 impl Agent {
-    fn start(allowed_root: &Path, extra: &[&str]) -> Agent {
+    pub(crate) fn start(allowed_root: &Path, extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = free_port();
         let socket = dir.path().join("volsec.sock");
@@ -49,7 +49,7 @@ impl Agent {
         agent
     }
 
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.dir.path().join("volsec.sock")
     }
 
@@ -64,7 +64,7 @@ impl Agent {
         panic!("volsec serve did not become ready within 20 s");
     }
 
-    async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         volsec_grpc::agent::client::connect(&self.socket())
             .await
             .expect("connect to the agent")
@@ -86,7 +86,7 @@ impl Agent {
             .expect("a channel to the agent")
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&self.child),
             rustix::process::Signal::TERM,
@@ -126,7 +126,7 @@ fn free_port() -> u16 {
 }
 
 /// A plain HTTP/1.1 GET: (status, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };

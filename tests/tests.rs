@@ -8,6 +8,7 @@
 
 mod common;
 
+mod agent_bounds;
 mod agent_packaging;
 mod agent_service;
 mod apply_smoke;
@@ -20,9 +21,11 @@ mod bench_run;
 mod bench_tree;
 mod csi_probe;
 mod csi_proxy;
+mod flag_bounds;
 mod kubelet_conformance;
 mod layout;
 mod man_completions;
+mod output_escape;
 mod ownership_errors;
 mod ownership_mounts;
 mod ownership_tree;

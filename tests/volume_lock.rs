@@ -1,6 +1,7 @@
 //! One pass per volume at a time, across processes: while one pass holds a volume (its
 //! `flock` on `/run/volsec/locks/MAJOR:MINOR-INO`), a second `volsec apply`, `volsec
-//! relabel` or agent job on the same volume refuses in one sentence and changes nothing.
+//! relabel` or agent job on the same volume refuses in one sentence and changes nothing,
+//! or, given `--wait`, waits for it that long.
 
 use crate::common::*;
 
@@ -158,4 +159,68 @@ fn the_agent_refuses_a_volume_a_cli_pass_holds() {
     assert_eq!(gid_mode(&vol).0, 2000);
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+/// `--wait`: a pass holds back while another holds the volume and runs once it is free;
+/// when the wait runs out it refuses in one sentence and changes nothing.
+#[test]
+fn a_pass_given_wait_waits_for_the_volume_or_refuses_when_the_wait_runs_out() {
+    let fs = Mounted::tmpfs();
+    let vol = fs.subdir("vol");
+    make_volume(&vol, 2, 5);
+    let before = snapshot(&vol);
+    let root = Root::open(&vol).unwrap();
+    let held = lock_volume(&root).expect("the volume is free");
+    for (what, args) in [
+        (
+            "apply",
+            &["apply", "--fs-group", "2000", "--wait", "300ms"][..],
+        ),
+        (
+            "relabel",
+            &[
+                "relabel",
+                "--context",
+                "system_u:object_r:container_file_t:s0:c1,c2",
+                "--wait",
+                "300ms",
+            ][..],
+        ),
+    ] {
+        let started = Instant::now();
+        let out = volsec().args(args).arg(&vol).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains("another volsec pass still held this volume after waiting"),
+            "{what}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{what} refused before its wait ran out"
+        );
+    }
+    assert_eq!(snapshot(&vol), before, "a refused pass changed the volume");
+    let waiting = volsec()
+        .args(["apply", "--fs-group", "2000", "--quiet", "--wait", "20s"])
+        .arg(&vol)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        gid_mode(&vol).0,
+        before[&vol].1,
+        "the waiting pass ran while the volume was held"
+    );
+    drop(held);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the waiting pass ran once the volume was free: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(gid_mode(&vol).0, 2000);
 }

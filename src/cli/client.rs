@@ -4,9 +4,19 @@ use super::exit::{Exit, Refusal};
 use super::output::Format;
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use volsec_core::display;
 use volsec_core::plan::gates::GateOverrides;
 use volsec_grpc::agent::convert;
 use volsec_grpc::agent::proto::{self, prepare_event::Event};
+
+/// `println!` that ignores a closed stdout (`volsec client list | head`): SIGPIPE stays
+/// ignored in the client (see `cli::main`), and a failed write must not panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 const EXAMPLES: &str = "Examples:
   volsec client list
@@ -152,8 +162,8 @@ async fn call(args: Args) -> Result<Exit, Refusal> {
             .map(|r| {
                 let ids = r.into_inner().cancelled;
                 match format {
-                    Format::Json => println!("{}", json!({ "cancelled": ids })),
-                    Format::Text => println!("cancelled: {}", ids.join(", ")),
+                    Format::Json => out!("{}", json!({ "cancelled": ids })),
+                    Format::Text => out!("cancelled: {}", ids.join(", ")),
                 }
                 Ok(Exit::Done)
             }),
@@ -204,7 +214,7 @@ async fn prepare(
     let mut stream = client.prepare(request.clone()).await?.into_inner();
     while let Some(ev) = stream.message().await? {
         match format {
-            Format::Json => println!("{}", event_json(&ev)),
+            Format::Json => out!("{}", event_json(&ev)),
             Format::Text => print_event(&ev, &request),
         }
         if let Some(Event::Result(r)) = &ev.event {
@@ -235,9 +245,9 @@ fn print_event(ev: &proto::PrepareEvent, request: &proto::PrepareRequest) {
             } else {
                 String::new()
             };
-            println!("{how} {id} ({:?}{queued})", a.state());
+            out!("{how} {id} ({:?}{queued})", a.state());
         }
-        Some(Event::Progress(p)) => println!(
+        Some(Event::Progress(p)) => out!(
             "{id}: {} inodes, {} changed, {} failed, {} inodes/s, {:.1} s",
             p.visited,
             p.changed,
@@ -251,7 +261,7 @@ fn print_event(ev: &proto::PrepareEvent, request: &proto::PrepareRequest) {
             } else {
                 "warning "
             };
-            println!("{id}: {kind}{}: {}", w.reason, w.message);
+            out!("{id}: {kind}{}: {}", w.reason, display::text(&w.message));
         }
         Some(Event::Result(r)) => print_result(id, request, r),
         None => {}
@@ -260,11 +270,14 @@ fn print_event(ev: &proto::PrepareEvent, request: &proto::PrepareRequest) {
 
 /// The result as `volsec apply` prints a pass, after the job's outcome.
 fn print_result(id: &str, request: &proto::PrepareRequest, r: &proto::Result) {
-    println!("{id}: {:?}", r.outcome());
+    out!("{id}: {:?}", r.outcome());
     match convert::report_from_result(request, r) {
-        Some(report) => print!("{}", report.summary()),
+        Some(report) => {
+            use std::io::Write as _;
+            let _ = write!(std::io::stdout().lock(), "{}", report.summary());
+        }
         // Refused, or cancelled before it started: the error says why.
-        None => println!("  {}", r.error),
+        None => out!("  {}", r.error),
     }
 }
 
@@ -334,20 +347,20 @@ fn print_list(list: &proto::ListResponse, format: Format) {
                     })
                 })
                 .collect();
-            println!("{}", json!({ "jobs": jobs }));
+            out!("{}", json!({ "jobs": jobs }));
         }
         Format::Text => {
             if list.jobs.is_empty() {
-                println!("no jobs");
+                out!("no jobs");
             }
             for j in &list.jobs {
                 let visited = j.progress.as_ref().map_or(0, |p| p.visited);
                 let cancelling = if j.cancelling { ", cancelling" } else { "" };
-                println!(
+                out!(
                     "{} {:?} {} fsGroup={} label={} callers={} visited={visited}{cancelling}",
                     j.job_id,
                     j.state(),
-                    j.path,
+                    display::text(&j.path),
                     j.fs_group.map_or("-".into(), |g| g.to_string()),
                     if j.selinux_context.is_empty() {
                         "-"
@@ -398,15 +411,16 @@ fn plan_request(p: &PlanArgs) -> Result<proto::PlanRequest, String> {
 
 fn print_plan(plan: &proto::PlanResponse, format: Format) {
     match format {
-        Format::Json => println!("{}", plan.plan_json),
+        Format::Json => out!("{}", plan.plan_json),
         Format::Text => {
-            println!(
+            out!(
                 "ownership: {} ({})",
-                plan.ownership_action, plan.ownership_reason
+                plan.ownership_action,
+                plan.ownership_reason
             );
-            println!("selinux: {} ({})", plan.selinux_action, plan.selinux_reason);
+            out!("selinux: {} ({})", plan.selinux_action, plan.selinux_reason);
             for w in &plan.warnings {
-                println!("warning: {w}");
+                out!("warning: {w}");
             }
             match &plan.prepare {
                 Some(p) => {
@@ -423,9 +437,9 @@ fn print_plan(plan: &proto::PlanResponse, format: Format) {
                     if !p.selinux_context.is_empty() {
                         what.push(format!("--selinux-context {}", p.selinux_context));
                     }
-                    println!("volsec prepares: {}", what.join(" "));
+                    out!("volsec prepares: {}", what.join(" "));
                 }
-                None => println!("nothing for volsec to do"),
+                None => out!("nothing for volsec to do"),
             }
         }
     }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use volsec_core::ownership::ChangePolicy;
 use volsec_grpc::agent::jobs::Limits;
 use volsec_grpc::agent::server::termination;
-use volsec_grpc::agent::slow::parse_duration;
 use volsec_grpc::proxy::{self, Config, FsGroupPolicy, Listener, Settings};
 
 const EXAMPLES: &str =
@@ -81,7 +80,8 @@ pub struct Args {
     #[arg(
         long = "allowed-root",
         value_name = "DIR",
-        default_value = "/var/lib/kubelet"
+        default_value = "/var/lib/kubelet",
+        value_parser = super::flags::allowed_root
     )]
     pub allowed_root: Vec<PathBuf>,
 
@@ -90,11 +90,11 @@ pub struct Args {
     pub allow_uid: Vec<u32>,
 
     /// Walker threads of each pass (default: one per online CPU).
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = super::flags::workers)]
     pub threads: usize,
 
     /// Passes running at once; more wait (OnRootMismatch checks that skip need no slot).
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = super::flags::at_least_one)]
     pub max_passes: usize,
 
     /// Nice value of walker threads, so forwarded calls keep priority over walks.
@@ -106,11 +106,11 @@ pub struct Args {
     pub metrics_listen: String,
 
     /// On SIGTERM, how long running passes may finish before they are cancelled.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = super::flags::parse_duration)]
     pub shutdown_grace: Duration,
 
     /// Bound on a forwarded call whose caller sent no deadline (kubelet always sends one).
-    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::flags::parse_duration)]
     pub driver_timeout: Duration,
 
     /// Log format on stderr (`RUST_LOG` selects what is logged; default info).
@@ -152,7 +152,7 @@ pub fn run(args: Args) -> Result<Exit, Refusal> {
         allowed_roots: args.allowed_root,
         allow_uids: args.allow_uid,
         limits: Limits {
-            max_jobs: args.max_passes.max(1),
+            max_jobs: args.max_passes,
             threads: args.threads,
             walk_nice: args.walk_nice,
             ..Limits::default()

@@ -63,7 +63,10 @@ impl Refusal {
 
     /// A refusal naming the path it is about: `PATH: CAUSE`.
     pub fn at(path: &Path, cause: impl Display) -> Refusal {
-        Refusal::new(format_args!("{}: {cause}", path.display()))
+        Refusal::new(format_args!(
+            "{}: {cause}",
+            volsec_core::display::path(path)
+        ))
     }
 
     /// Exit 2 with nothing more to print: the subcommand's output already said why (the

@@ -6,6 +6,7 @@
 use super::output::Format;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::path::PathBuf;
+use std::time::Duration;
 use volsec_core::ownership::{ChangePolicy, Ownership};
 use volsec_core::prepare::{Job, Options};
 use volsec_core::selinux::{self, Context, SeLinuxOptions};
@@ -113,11 +114,12 @@ pub struct RunArgs {
         value_name = "N",
         default_value_t = 0,
         hide_default_value = true,
+        value_parser = workers,
         help_heading = PASS
     )]
     pub threads: usize,
 
-    /// The most workers an adapted walk may keep in flight (default 256).
+    /// The most workers an adapted walk may keep in flight (default 256, at most 1024).
     ///
     /// Also capped by the open-files limit.
     #[arg(
@@ -126,9 +128,25 @@ pub struct RunArgs {
         default_value_t = 0,
         hide_default_value = true,
         conflicts_with = "threads",
+        value_parser = workers,
         help_heading = PASS
     )]
     pub max_threads: usize,
+
+    /// Wait up to DURATION for another pass on the same volume to end (e.g. 30s, 2m;
+    /// default: refuse at once).
+    ///
+    /// One pass per volume at a time: a second one, from this command or the agent, holds
+    /// back until the first ends, or refuses in one sentence when the wait runs out.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0s",
+        hide_default_value = true,
+        value_parser = parse_duration,
+        help_heading = PASS
+    )]
+    pub wait: Duration,
 
     /// Walk into nested mount points instead of reporting and skipping them.
     #[arg(long, help_heading = PASS)]
@@ -154,6 +172,7 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn options(&self) -> Options {
         volsec_core::walk::concurrency::set_max_threads(self.max_threads);
+        volsec_core::prepare::set_lock_wait(self.wait);
         Options {
             walk: WalkOptions {
                 threads: self.threads,
@@ -177,11 +196,11 @@ pub struct LabelArgs {
     /// seLinuxOptions.level (e.g. s0:c123,c456), completed with the node's container file
     /// defaults (/usr/share/containers/selinux/contexts, else the policy's lxc_contexts,
     /// else system_u:object_r:container_file_t).
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, value_name = "LEVEL", value_parser = non_empty)]
     pub level: Option<String>,
 
     /// seLinuxOptions.user, replacing the defaults' user (needs --level).
-    #[arg(long, value_name = "USER", requires = "level")]
+    #[arg(long, value_name = "USER", requires = "level", value_parser = non_empty)]
     pub user: Option<String>,
 }
 
@@ -204,6 +223,64 @@ impl LabelArgs {
         };
         selinux::file_label(&options, &defaults).map_err(|e| e.to_string())
     }
+}
+
+/// A count of walker threads (`--threads`, `--max-threads`): at most
+/// [`MAX_WORKERS`](volsec_core::walk::concurrency::MAX_WORKERS); 0 lets the volume choose.
+pub fn workers(text: &str) -> Result<usize, String> {
+    let max = volsec_core::walk::concurrency::MAX_WORKERS;
+    match text.parse::<usize>() {
+        Ok(n) if n <= max => Ok(n),
+        Ok(_) => Err(format!(
+            "at most {max} walker threads (no volume serves more calls at once, and each is a thread of its own); 0 lets the volume choose"
+        )),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
+}
+
+/// A count that must be at least one (`--max-jobs`, `--max-passes`), and at most
+/// [`MAX_WORKERS`](volsec_core::walk::concurrency::MAX_WORKERS).
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    let max = volsec_core::walk::concurrency::MAX_WORKERS;
+    match text.parse::<usize>() {
+        Ok(0) => Err("0 would run nothing: give at least 1".to_string()),
+        Ok(n) if n <= max => Ok(n),
+        Ok(_) => Err(format!("at most {max}")),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
+}
+
+/// A value that may not be empty (`--level ''` would complete to a label without a level).
+pub fn non_empty(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("an empty value means nothing: give one, or leave the flag out".to_string())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+/// `--csi-timeout`: seconds, more than 0 (0 would call every driver unreachable before it
+/// could answer) and at most a day.
+fn csi_seconds(text: &str) -> Result<f64, String> {
+    let max = volsec_grpc::agent::slow::MAX_DURATION.as_secs_f64();
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= max => Ok(secs),
+        _ => Err(format!(
+            "not a wait in seconds: give more than 0 and at most {max} (e.g. 5)"
+        )),
+    }
+}
+
+/// A duration flag: `30s`, `500ms`, `2m` or seconds, at most a day.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    volsec_grpc::agent::slow::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// An `--allowed-root` of the agent or the CSI proxy: absolute, not `/`, not through a
+/// symlink; checked before the socket is bound.
+pub fn allowed_root(text: &str) -> Result<PathBuf, String> {
+    volsec_grpc::agent::security::allowed_root(std::path::Path::new(text))
+        .map_err(|e| e.to_string())
 }
 
 /// A whole context given on the command line (`--context`, `apply --selinux-context`):
@@ -266,7 +343,7 @@ pub struct PodArgs {
     pub csi_socket: Option<PathBuf>,
 
     /// How long to wait for the CSI driver's answer [default: 5].
-    #[arg(long, value_name = "SECONDS", hide_short_help = true)]
+    #[arg(long, value_name = "SECONDS", hide_short_help = true, value_parser = csi_seconds)]
     pub csi_timeout: Option<f64>,
 
     /// SELinux is enabled on the node (labels are applied only then).

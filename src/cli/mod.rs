@@ -62,8 +62,14 @@ pub fn main() -> ExitCode {
     };
     // The agent sets up its own logging (`--log-format`) and keeps SIGPIPE ignored.
     if !matches!(cli.command, Command::Serve(_) | Command::CsiProxy(_)) {
-        // `volsec ... | head` ends quietly. Not for the agent: a client hanging up must never kill it.
-        volsec_core::sys::default_sigpipe();
+        // `volsec ... | head` ends quietly. Not for the agent: a client hanging up must never
+        // kill it. Nor for `volsec client`: an agent that exits just after a job's result
+        // closes the socket under the client's last HTTP/2 frames, and SIGPIPE killed the
+        // client (exit 141) with the result unprinted; ignored, the write fails with EPIPE,
+        // which the client reports, and its own output ignores a closed stdout.
+        if !matches!(cli.command, Command::Client(_)) {
+            volsec_core::sys::default_sigpipe();
+        }
         output::init_logging();
     }
     let ended = match cli.command {

@@ -166,6 +166,7 @@ fn node_error(args: &PodArgs, e: &NodeError) -> String {
 }
 
 fn csi_timeout(args: &PodArgs) -> Result<Duration, String> {
+    // The flag's parser allows only more than 0 and at most a day.
     let secs = args.csi_timeout.unwrap_or(5.0);
     Duration::try_from_secs_f64(secs)
         .map_err(|_| format!("--csi-timeout: {secs} is not a duration in seconds"))

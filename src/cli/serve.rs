@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use volsec_grpc::agent::jobs::Limits;
 use volsec_grpc::agent::server::{self, Config, Listener};
-use volsec_grpc::agent::slow::{parse_duration, SlowTimes};
+use volsec_grpc::agent::slow::SlowTimes;
 
 const EXAMPLES: &str = "Examples:
   volsec serve
@@ -47,16 +47,17 @@ pub struct Args {
     #[arg(
         long = "allowed-root",
         value_name = "DIR",
-        default_value = "/var/lib/kubelet"
+        default_value = "/var/lib/kubelet",
+        value_parser = super::flags::allowed_root
     )]
     pub allowed_root: Vec<PathBuf>,
 
     /// Walks running at once; further jobs queue. OnRootMismatch checks that skip need no slot.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = super::flags::at_least_one)]
     pub max_jobs: usize,
 
     /// Walker threads of each walk (default: one per online CPU).
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, value_parser = super::flags::workers)]
     pub threads: usize,
 
     /// Nice value of walker threads, so the agent's answers keep priority over walks
@@ -73,7 +74,7 @@ pub struct Args {
     pub metrics_listen: String,
 
     /// On SIGTERM, how long running jobs may finish before they are cancelled.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::flags::parse_duration)]
     pub shutdown_grace: Duration,
 
     /// Log format on stderr (`RUST_LOG` selects what is logged; default info).
@@ -81,15 +82,15 @@ pub struct Args {
     pub log_format: LogFormat,
 
     /// When kubelet's first slow-pass warning and Event come (kubelet: 30 s).
-    #[arg(long, hide = true, env = "VOLSEC_SLOW_AFTER", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, hide = true, env = "VOLSEC_SLOW_AFTER", default_value = "30s", value_parser = super::flags::parse_duration)]
     pub slow_after: Duration,
 
     /// How often "processed N files." comes after that (kubelet: 60 s).
-    #[arg(long, hide = true, env = "VOLSEC_SLOW_EVERY", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, hide = true, env = "VOLSEC_SLOW_EVERY", default_value = "60s", value_parser = super::flags::parse_duration)]
     pub slow_every: Duration,
 
     /// How often running jobs send a progress event.
-    #[arg(long, hide = true, env = "VOLSEC_PROGRESS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, hide = true, env = "VOLSEC_PROGRESS_INTERVAL", default_value = "1s", value_parser = super::flags::parse_duration)]
     pub progress_interval: Duration,
 }
 
@@ -112,7 +113,7 @@ pub fn run(args: Args) -> Result<Exit, Refusal> {
         allow_uids: args.allow_uid,
         allowed_roots: args.allowed_root,
         limits: Limits {
-            max_jobs: args.max_jobs.max(1),
+            max_jobs: args.max_jobs,
             threads: args.threads,
             max_errors: args.max_errors,
             slow: SlowTimes {

@@ -5,6 +5,8 @@
 //! the code that walks an untrusted tree as host root stays small enough to read whole.
 //!
 //! The flow, one module each, each importing only the ones above it:
+//! - [`display`]: paths and names as text for people, escaped as `ls -b` does and bounded:
+//!   what every message and log line that names an entry goes through.
 //! - [`sys`]: thin typed wrappers over the `*at` system calls; nothing ever follows a symlink.
 //!   The only module allowed `unsafe`.
 //! - [`walk`]: the parallel, descriptor-relative walk of one volume, root last.
@@ -13,6 +15,7 @@
 //! - [`prepare`]: one pass doing ownership and label together, root last.
 //! - [`plan`]: kubelet's decisions from Pod, PersistentVolume and CSIDriver manifests.
 
+pub mod display;
 pub mod ownership;
 pub mod plan;
 pub mod prepare;

@@ -41,7 +41,7 @@ pub fn set_lock_wait(wait: Duration) {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another pass holds the volume, and this one was not to wait.
-    #[error("{path}: another volsec pass is running on this volume (it holds {lock}); give --wait to wait for it")]
+    #[error("{}: another volsec pass is running on this volume (it holds {}); give --wait to wait for it", crate::display::path(path), lock.display())]
     Busy {
         /// The volume's root.
         path: PathBuf,
@@ -49,7 +49,7 @@ pub enum LockError {
         lock: PathBuf,
     },
     /// Another pass still held the volume when the wait ran out.
-    #[error("{path}: another volsec pass still held this volume after waiting {waited:?} (it holds {lock})")]
+    #[error("{}: another volsec pass still held this volume after waiting {waited:?} (it holds {})", crate::display::path(path), lock.display())]
     TimedOut {
         /// The volume's root.
         path: PathBuf,

@@ -75,6 +75,14 @@ pub enum PrepareError {
     /// The label cannot be used on this node (invalid in the loaded policy, unreadable).
     #[error(transparent)]
     Label(#[from] selinux::CheckError),
+    /// The walk's threads could not be started; nothing was changed.
+    #[error("{path}: {err}")]
+    Threads {
+        /// The root's path.
+        path: String,
+        /// Which thread could not be started, and why.
+        err: walk::SpawnError,
+    },
 }
 
 /// Opens `path` and runs `job` on it. See [`run`].
@@ -108,7 +116,12 @@ pub fn run(
     }
     let visitor = PassVisitor::new(&checked.job, options.dry_run);
     raise_descriptor_limit();
-    let outcome = walk::walk(root, &options.walk, &visitor, progress, cancel);
+    let outcome = walk::walk(root, &options.walk, &visitor, progress, cancel).map_err(|err| {
+        PrepareError::Threads {
+            path: crate::display::path(root.path()).to_string(),
+            err,
+        }
+    })?;
     if outcome == Outcome::Complete {
         change_root(root, &visitor, progress);
     }
@@ -155,7 +168,7 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
     }
     if let Some(what) = selinux::refused_root(root.stat()) {
         return Err(PrepareError::RefusedRoot {
-            path: root.path().display().to_string(),
+            path: crate::display::path(root.path()).to_string(),
             what,
         });
     }
@@ -168,10 +181,10 @@ fn check(root: &Root, job: &Job) -> Result<Checked, PrepareError> {
     if labels_unsupported {
         if !job.ignore_unsupported_labels {
             return Err(PrepareError::LabelsUnsupported {
-                path: root.path().display().to_string(),
+                path: crate::display::path(root.path()).to_string(),
             });
         }
-        tracing::info!(path = %root.path().display(), "filesystem cannot store SELinux labels; relabel not needed");
+        tracing::info!(path = %crate::display::path(root.path()), "filesystem cannot store SELinux labels; relabel not needed");
         job.label = None;
     }
     let skip = if job.ownership.is_none() && job.label.is_none() {

@@ -173,7 +173,7 @@ impl fmt::Display for Summary<'_> {
         writeln!(
             f,
             "{}: {what}, policy {}{dry}",
-            r.path.display(),
+            crate::display::path(&r.path),
             r.change_policy
         )?;
         if let Some(reason) = r.skipped_reason {
@@ -200,7 +200,7 @@ impl fmt::Display for Summary<'_> {
             writeln!(
                 f,
                 "  nested mount skipped: {} (use --cross-mounts to enter)",
-                m.display()
+                crate::display::path(m)
             )?;
         }
         for e in &r.errors {

@@ -26,13 +26,19 @@ pub const DEFAULT_MAX_THREADS: usize = 256;
 /// controller one or two doublings to find the rest.
 pub const NETWORK_START: usize = 64;
 
+/// The most workers any walk starts, `--threads` and `--max-threads` included. Past a few
+/// hundred no volume serves more calls at once, and every worker is a thread with its stack
+/// and a few directory descriptors: `--threads 100000` ran out of threads halfway through
+/// starting them. The command line refuses more; the library clamps.
+pub const MAX_WORKERS: usize = 1024;
+
 static MAX_THREADS: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_THREADS);
 
 /// Sets the process-wide cap on workers of an adaptive walk (`--max-threads`; 0 restores
 /// the default). A fixed `threads` count is not capped.
 pub fn set_max_threads(n: usize) {
     let n = if n == 0 { DEFAULT_MAX_THREADS } else { n };
-    MAX_THREADS.store(n, Ordering::Relaxed);
+    MAX_THREADS.store(n.min(MAX_WORKERS), Ordering::Relaxed);
 }
 
 /// The cap on workers of an adaptive walk: `--max-threads`, and no more than the process's
@@ -315,7 +321,7 @@ pub fn drive(
 /// volume when no thread count was given.
 pub(super) fn plan_for(options: &super::WalkOptions, root: &super::Root) -> Plan {
     if options.threads > 0 {
-        return Plan::Fixed(options.threads);
+        return Plan::Fixed(options.threads.min(MAX_WORKERS));
     }
     let cpus = options.effective_threads();
     Plan::choose(0, cpus, volume_kind_of(root.fd()), max_threads())

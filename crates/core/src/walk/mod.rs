@@ -202,10 +202,11 @@ impl Default for WalkOptions {
 }
 
 impl WalkOptions {
-    /// The number of workers to start: `threads`, or the online CPUs when it is 0.
+    /// The number of workers to start: `threads` (at most [`concurrency::MAX_WORKERS`]), or
+    /// the online CPUs when it is 0.
     pub fn effective_threads(&self) -> usize {
         if self.threads > 0 {
-            self.threads
+            self.threads.min(concurrency::MAX_WORKERS)
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
@@ -223,16 +224,35 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// The walk could not start its workers; nothing was visited.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot start {threads} walker threads (started {started}): {err}; give fewer with --threads"
+)]
+pub struct SpawnError {
+    /// The workers asked for.
+    pub threads: usize,
+    /// How many had started when one could not.
+    pub started: usize,
+    /// What the kernel said.
+    #[source]
+    pub err: io::Error,
+}
+
 /// Walks everything below `root`, calling `visitor` once on each entry (directories as
 /// soon as they are opened). Counts and
 /// failures go to `progress`, which others may read while the walk runs. Setting `cancel`
 /// stops the walk at the next batch.
+///
+/// Every worker is started before any touches the volume, so a thread that cannot be
+/// started (`EAGAIN`: the process or the node out of threads) is a [`SpawnError`] with
+/// nothing visited, never a walk abandoned halfway.
 pub fn walk(
     root: &Root,
     options: &WalkOptions,
     visitor: &dyn Visitor,
     progress: &Progress,
     cancel: &AtomicBool,
-) -> Outcome {
+) -> Result<Outcome, SpawnError> {
     worker::run(root, options, visitor, progress, cancel)
 }

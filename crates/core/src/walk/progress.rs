@@ -64,7 +64,7 @@ impl std::fmt::Display for Failure {
         write!(
             f,
             "{}: {} failed: {} ({})",
-            self.path.display(),
+            crate::display::path(&self.path),
             self.op,
             self.message,
             self.errno
@@ -282,7 +282,7 @@ impl Progress {
     }
 
     pub(crate) fn skip_mount(&self, path: PathBuf) {
-        tracing::info!(path = %path.display(), "nested mount point skipped");
+        tracing::info!(path = %crate::display::path(&path), "nested mount point skipped");
         self.skipped_mounts.lock().expect("lock").push(path);
     }
 }

@@ -9,18 +9,19 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
     /// The path does not exist (`ENOENT`).
-    #[error("{0}: no such directory")]
+    #[error("{}: no such directory", crate::display::path(.0))]
     Missing(PathBuf),
     /// The path is not a directory.
-    #[error("{0}: not a directory (a volume root must be a directory)")]
+    #[error("{}: not a directory (a volume root must be a directory)", crate::display::path(.0))]
     NotADirectory(PathBuf),
     /// A component of the path is a symlink (`ELOOP`, or `ENOTDIR` on a final symlink).
     #[error(
-        "{0}: a symlink is on the path, and volsec never follows one (give the resolved path)"
+        "{}: a symlink is on the path, and volsec never follows one (give the resolved path)",
+        crate::display::path(.0)
     )]
     Symlink(PathBuf),
     /// Any other error opening or reading the root.
-    #[error("{path}: cannot open: {err}")]
+    #[error("{}: cannot open: {err}", crate::display::path(path))]
     Open {
         /// The root's path.
         path: PathBuf,
@@ -77,7 +78,7 @@ impl Root {
             }
         };
         if (stat.dev, stat.ino) != (self.stat.dev, self.stat.ino) {
-            tracing::debug!(path = %self.path.display(), "the path leads elsewhere in a private mount namespace");
+            tracing::debug!(path = %crate::display::path(&self.path), "the path leads elsewhere in a private mount namespace");
             return None;
         }
         Some(Root {

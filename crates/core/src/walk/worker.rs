@@ -4,14 +4,16 @@
 use super::inode_order::{Allowance, Delivery, Gather, HugeDir, Key, Probed, Rest, Slice, PROBE};
 use super::node::{Dir, PathNode};
 use super::queue::{Queue, Task};
-use super::{Entry, EntryPath, Failure, Outcome, Progress, Root, Visited, Visitor, WalkOptions};
+use super::{
+    Entry, EntryPath, Failure, Outcome, Progress, Root, SpawnError, Visited, Visitor, WalkOptions,
+};
 use crate::sys::{self, DirEntry, DirReader, EntryType, Stat};
 use rustix::fd::AsFd;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// How much of a directory one worker reads (`getdents64`) before it works on the entries:
 /// about 30,000 entries with short names. The entries of a buffer are changed in inode
@@ -45,7 +47,7 @@ pub(super) fn run(
     visitor: &dyn Visitor,
     progress: &Progress,
     cancel: &AtomicBool,
-) -> Outcome {
+) -> Result<Outcome, SpawnError> {
     let plan = super::concurrency::plan_for(options, root);
     let threads = plan.threads();
     let failed_before = progress.tally().failed;
@@ -69,22 +71,63 @@ pub(super) fn run(
     };
     walk.queue.set_limit(plan.start());
     progress.set_concurrency(plan.start());
-    std::thread::scope(|s| {
+    let gate = Gate::default();
+    let spawned = std::thread::scope(|s| {
         for i in 0..threads {
-            let walk = &walk;
-            std::thread::Builder::new()
+            let (walk, gate) = (&walk, &gate);
+            let started = std::thread::Builder::new()
                 .name(format!("volsec-walk-{i}"))
-                .spawn_scoped(s, move || walk.work(i))
-                .expect("spawn a walker thread");
+                .spawn_scoped(s, move || {
+                    if gate.wait() {
+                        walk.work(i);
+                    }
+                });
+            if let Err(err) = started {
+                // The workers already started return without touching the volume.
+                gate.open(false);
+                return Err(SpawnError {
+                    threads,
+                    started: i,
+                    err,
+                });
+            }
         }
+        gate.open(true);
         s.spawn(|| super::concurrency::adapt(plan, &walk.queue, progress));
+        Ok(())
     });
-    if cancel.load(Ordering::Relaxed) {
+    spawned?;
+    Ok(if cancel.load(Ordering::Relaxed) {
         Outcome::Cancelled
     } else if visitor.halted() || progress.tally().failed > failed_before {
         Outcome::Failed
     } else {
         Outcome::Complete
+    })
+}
+
+/// Holds every worker back until all have started: then they walk (`true`), or, when one
+/// could not be started, they all return without a look at the volume (`false`).
+#[derive(Default)]
+struct Gate {
+    open: Mutex<Option<bool>>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn open(&self, walk: bool) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(walk);
+        self.opened.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match *open {
+                Some(walk) => return walk,
+                None => open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
     }
 }
 

@@ -343,7 +343,7 @@ impl Jobs {
             .push(job.clone());
         self.live.send_modify(|n| *n += 1);
         self.metrics.jobs_queued.inc();
-        tracing::info!(job = %job.id, path = %job.request.path.display(), queued_behind = ahead, "job accepted");
+        tracing::info!(job = %job.id, path = %volsec_core::display::path(&job.request.path), queued_behind = ahead, "job accepted");
         tokio::spawn(self.clone().drive(job.clone(), earlier));
         Ok(self.attach(job, false, ahead))
     }
@@ -394,7 +394,7 @@ impl Jobs {
             .filter(|j| j.id == job_id || path.is_some_and(|p| *p == j.request.path))
             .collect();
         for job in &hits {
-            tracing::info!(job = %job.id, path = %job.request.path.display(), "cancelling");
+            tracing::info!(job = %job.id, path = %volsec_core::display::path(&job.request.path), "cancelling");
             job.request_cancel();
         }
         hits.iter().map(|j| j.id.clone()).collect()
@@ -554,9 +554,9 @@ impl Jobs {
         };
         for w in warnings {
             if w.reason == "VolumeOwnershipProgress" {
-                tracing::info!(job = %job.id, "{}", w.message);
+                tracing::info!(job = %job.id, "{}", volsec_core::display::text(&w.message));
             } else {
-                tracing::warn!(job = %job.id, reason = %w.reason, "{}", w.message);
+                tracing::warn!(job = %job.id, reason = %w.reason, "{}", volsec_core::display::text(&w.message));
             }
             job.send(Event::Warning(w));
         }
@@ -584,7 +584,7 @@ impl Jobs {
         }
         tracing::info!(
             job = %job.id,
-            path = %job.request.path.display(),
+            path = %volsec_core::display::path(&job.request.path),
             outcome = ?finished.result.outcome(),
             visited = finished.result.visited,
             changed = finished.result.changed,

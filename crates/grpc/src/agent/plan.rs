@@ -16,24 +16,43 @@ use crate::node::{self, Csi, NodeError, NodeSpec};
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use k8s_openapi::api::storage::v1::CSIDriver;
 use k8s_openapi::serde::de::DeserializeOwned;
+use std::time::Duration;
 use tonic::Status;
 use volsec_core::plan::gates::GateOverrides;
 use volsec_core::plan::{manifest, DecideError, Input, Inputs, Plan};
 
-/// Decides the plan for a request, or says which field is wrong.
+/// Manifests parsed at once. Parsing a manifest near its bounds takes CPU for a while; on
+/// the async runtime's few threads two such calls stalled every other call (`List` waited
+/// 22 s), so parsing runs on blocking threads, this many at a time, and the others wait.
+pub const PARSES_AT_ONCE: usize = 2;
+
+static PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARSES_AT_ONCE);
+
+/// How long a call without a deadline may wait for its manifests to be parsed.
+const PARSE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Decides the plan for a request, or says which field is wrong. `deadline` is the
+/// caller's (its `grpc-timeout`): past it the call answers DEADLINE_EXCEEDED instead of
+/// going on for a caller that has given up; a parse already running ends on its blocking
+/// thread, holding its place among [`PARSES_AT_ONCE`] until then.
 pub async fn plan(
     roots: &AllowedRoots,
     req: &proto::PlanRequest,
+    deadline: Option<Duration>,
 ) -> Result<proto::PlanResponse, Status> {
-    let pod: Pod = parse("pod", &req.pod)?
-        .ok_or_else(|| Status::invalid_argument("pod: the Pod manifest is required"))?;
     if req.volume.is_empty() {
         return Err(Status::invalid_argument(
             "volume: the name of a volume in pod.spec.volumes is required",
         ));
     }
-    let pv: Option<PersistentVolume> = parse("persistent_volume", &req.persistent_volume)?;
-    let driver: Option<CSIDriver> = parse("csi_driver", &req.csi_driver)?;
+    let deadline = deadline.unwrap_or(PARSE_DEADLINE).min(PARSE_DEADLINE);
+    let (pod, pv, driver) = tokio::time::timeout(deadline, parse_all(req))
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(
+                "the manifests were not parsed before the call's deadline; the call was abandoned",
+            )
+        })??;
     let spec = node_spec(req.node.clone().unwrap_or_default());
     let facts = {
         let spec = spec.clone();
@@ -59,6 +78,50 @@ pub async fn plan(
         plan = plan.with_root(root.stat(), &path);
     }
     Ok(response(&plan, &req.path))
+}
+
+type Manifests = (Pod, Option<PersistentVolume>, Option<CSIDriver>);
+
+/// Parses the request's manifests on a blocking thread, at most [`PARSES_AT_ONCE`] at once.
+async fn parse_all(req: &proto::PlanRequest) -> Result<Manifests, Status> {
+    let permit = PARSES
+        .acquire()
+        .await
+        .map_err(|_| Status::unavailable("the agent is stopping"))?;
+    let (pod, pv, driver) = (
+        req.pod.clone(),
+        req.persistent_volume.clone(),
+        req.csi_driver.clone(),
+    );
+    let parsed = tokio::task::spawn_blocking(move || {
+        // Held until the parse ends, even if the caller has gone.
+        let _permit = permit;
+        let pod: Pod = parse("pod", &pod)?
+            .ok_or_else(|| Status::invalid_argument("pod: the Pod manifest is required"))?;
+        let pv: Option<PersistentVolume> = parse("persistent_volume", &pv)?;
+        let driver: Option<CSIDriver> = parse("csi_driver", &driver)?;
+        Ok((pod, pv, driver))
+    });
+    parsed
+        .await
+        .map_err(|e| Status::internal(format!("parsing the manifests: {e}")))?
+}
+
+/// The caller's deadline from its `grpc-timeout` header (`<digits><unit>`, unit one of
+/// `H M S m u n`), if it sent one.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// One manifest field: `None` when empty.

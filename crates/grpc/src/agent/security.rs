@@ -17,6 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
+use volsec_core::display;
 use volsec_core::walk::{Root, RootError};
 
 /// Mode of the agent's socket.
@@ -158,12 +159,19 @@ impl PeerCheck {
 pub enum PathError {
     #[error("the path is empty: give the volume's root directory")]
     Empty,
-    #[error("{0}: not an absolute path")]
+    #[error("{}: not an absolute path", display::path(.0))]
     Relative(PathBuf),
-    #[error("{0}: `..` is not allowed in a volume path")]
+    #[error("{}: `..` is not allowed in a volume path", display::path(.0))]
     DotDot(PathBuf),
-    #[error("{path}: not below an allowed root ({allowed}); see --allowed-root")]
+    #[error(
+        "{}: not below an allowed root ({allowed}); see --allowed-root",
+        display::path(path)
+    )]
     Outside { path: PathBuf, allowed: String },
+    #[error("/ cannot be an allowed root: it would let callers change every directory on the node; give the directories volumes are mounted under, e.g. /var/lib/kubelet")]
+    WholeFilesystem,
+    #[error("{}: {} is a symlink, and volume paths are opened without following one, so no volume below it could be prepared; give the resolved directory", display::path(root), display::path(link))]
+    ThroughSymlink { root: PathBuf, link: PathBuf },
     #[error(transparent)]
     Root(#[from] RootError),
 }
@@ -172,9 +180,11 @@ impl From<PathError> for Status {
     fn from(e: PathError) -> Status {
         let msg = e.to_string();
         match e {
-            PathError::Empty | PathError::Relative(_) | PathError::DotDot(_) => {
-                Status::invalid_argument(msg)
-            }
+            PathError::Empty
+            | PathError::Relative(_)
+            | PathError::DotDot(_)
+            | PathError::WholeFilesystem
+            | PathError::ThroughSymlink { .. } => Status::invalid_argument(msg),
             PathError::Outside { .. } | PathError::Root(RootError::Symlink(_)) => {
                 Status::permission_denied(msg)
             }
@@ -189,11 +199,11 @@ impl From<PathError> for Status {
 pub struct AllowedRoots(Vec<PathBuf>);
 
 impl AllowedRoots {
-    /// Normalizes each prefix; a relative one or one with `..` is an error.
+    /// Checks and normalizes each prefix ([`allowed_root`]).
     pub fn new(roots: &[PathBuf]) -> Result<AllowedRoots, PathError> {
         roots
             .iter()
-            .map(|r| lexical(r))
+            .map(|r| allowed_root(r))
             .collect::<Result<_, _>>()
             .map(AllowedRoots)
     }
@@ -221,9 +231,38 @@ impl AllowedRoots {
     }
 
     pub fn describe(&self) -> String {
-        let names: Vec<String> = self.0.iter().map(|r| r.display().to_string()).collect();
+        let names: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| display::path(r).to_string())
+            .collect();
         names.join(", ")
     }
+}
+
+/// One `--allowed-root`, normalized. Refused: a relative path or one with `..`; `/`, which
+/// would hand callers the whole node; and a path through a symlink, below which no volume
+/// could be opened (volume paths are opened without following one), so the agent would
+/// start and refuse every call. A root that does not exist yet is allowed (its disks may
+/// be mounted later); only the components that exist are checked.
+pub fn allowed_root(root: &Path) -> Result<PathBuf, PathError> {
+    let root = lexical(root)?;
+    if root == Path::new("/") {
+        return Err(PathError::WholeFilesystem);
+    }
+    for link in root.ancestors().collect::<Vec<_>>().into_iter().rev() {
+        match std::fs::symlink_metadata(link) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(PathError::ThroughSymlink {
+                    link: link.to_path_buf(),
+                    root,
+                })
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(root)
 }
 
 /// The path with `.` and empty components dropped; `..` and relative paths refused.

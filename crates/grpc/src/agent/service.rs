@@ -96,7 +96,8 @@ impl VolumeAgent for Agent {
         request: Request<proto::PlanRequest>,
     ) -> Result<Response<proto::PlanResponse>, Status> {
         self.peers.check(&request)?;
-        super::plan::plan(&self.roots, request.get_ref())
+        let deadline = super::plan::grpc_timeout(request.metadata());
+        super::plan::plan(&self.roots, request.get_ref(), deadline)
             .await
             .map(Response::new)
     }
@@ -109,7 +110,7 @@ impl VolumeAgent for Agent {
     ) -> Result<Response<Self::PrepareStream>, Status> {
         let uid = self.peers.check(&request)?;
         let req = validate(&self.roots, request.get_ref()).inspect_err(|e| {
-            tracing::warn!(uid, path = %request.get_ref().path, code = ?e.code(), "prepare refused: {}", e.message());
+            tracing::warn!(uid, path = %volsec_core::display::text(&request.get_ref().path), code = ?e.code(), "prepare refused: {}", e.message());
         })?;
         let attached = self.jobs.submit(req)?;
         Ok(Response::new(forward(attached)))

@@ -69,7 +69,12 @@ pub fn processed(dir: &str, files: u64) -> Warning {
     }
 }
 
-/// Parses `30s`, `500ms`, `2m` or a bare number of seconds.
+/// The longest duration a flag takes: a day. Every duration volsec waits (a grace, an
+/// interval, a lock wait) is far shorter, and a bound keeps `Instant + duration` and the
+/// timers' arithmetic from overflowing (`--shutdown-grace 18446744073709551615s` panicked).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Parses `30s`, `500ms`, `2m` or a bare number of seconds, at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -85,6 +90,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         "m" => n * 60.0,
         _ => return Err(DurationError::Unit(s.to_string())),
     };
+    // The digits-and-dots prefix parses only to a finite, non-negative number, but it may be
+    // any size: checked before `Duration::from_secs_f64`, which panics past its range.
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(DurationError::TooLong(s.to_string()));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 
@@ -97,6 +107,9 @@ pub enum DurationError {
     /// A unit other than `ms`, `s` or `m`.
     #[error("invalid duration {0:?}: the unit must be ms, s or m")]
     Unit(String),
+    /// Longer than [`MAX_DURATION`].
+    #[error("invalid duration {0:?}: at most 1440m (a day)")]
+    TooLong(String),
 }
 
 #[cfg(test)]
@@ -120,5 +133,14 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
         assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("1440m").unwrap(), MAX_DURATION);
+        for huge in [
+            "18446744073709551615s",
+            "1441m",
+            "1e400",
+            "99999999999999999999999ms",
+        ] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
     }
 }

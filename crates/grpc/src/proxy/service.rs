@@ -291,7 +291,7 @@ impl Proxy {
         if cancelled.is_empty() {
             return;
         }
-        tracing::info!(target = %target.display(), jobs = ?cancelled, "NodeUnpublishVolume: cancelling passes on the target first");
+        tracing::info!(target = %volsec_core::display::path(target), jobs = ?cancelled, "NodeUnpublishVolume: cancelling passes on the target first");
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until
             && self
@@ -332,7 +332,7 @@ impl Proxy {
         };
         let job = work.request;
         if self.completed(&job) {
-            tracing::debug!(volume_id = %r.volume_id, target = %job.path.display(), "the pass for this target and fsGroup already completed");
+            tracing::debug!(volume_id = %r.volume_id, target = %volsec_core::display::path(&job.path), "the pass for this target and fsGroup already completed");
             return Ok(response);
         }
         let estimate = mount_root(&job.path)?;
@@ -366,7 +366,7 @@ impl Proxy {
         ) {
             (Some(g), Ok(())) => Some(policy::ownership(g, r)),
             (_, Err(reason)) => {
-                tracing::info!(volume_id = %r.volume_id, target = %path.display(), reason, "no fsGroup pass: kubelet would not apply fsGroup to this volume");
+                tracing::info!(volume_id = %r.volume_id, target = %volsec_core::display::path(&path), reason, "no fsGroup pass: kubelet would not apply fsGroup to this volume");
                 self.metrics.pass_skipped(reason);
                 None
             }
@@ -455,9 +455,9 @@ impl Proxy {
         let (pass, joined) = self.pass_for(volume_id, &job)?;
         if joined {
             self.metrics.pass_joined();
-            tracing::info!(volume_id, target = %job.path.display(), job = %pass.job.id, "NodePublishVolume retry joined the running pass");
+            tracing::info!(volume_id, target = %volsec_core::display::path(&job.path), job = %pass.job.id, "NodePublishVolume retry joined the running pass");
         } else {
-            tracing::info!(volume_id, target = %job.path.display(), job = %pass.job.id, fs_group = ?job.ownership.map(|o| o.fs_group), label = ?job.label.as_ref().map(ToString::to_string), change_policy = %job.change_policy, "pass started after NodePublishVolume");
+            tracing::info!(volume_id, target = %volsec_core::display::path(&job.path), job = %pass.job.id, fs_group = ?job.ownership.map(|o| o.fs_group), label = ?job.label.as_ref().map(ToString::to_string), change_policy = %job.change_policy, "pass started after NodePublishVolume");
         }
         let mut done = pass.done.clone();
         let result = until(answer_by, async move {
@@ -476,7 +476,7 @@ impl Proxy {
             None => {
                 self.metrics.aborted_in_progress();
                 let text = progress_text(volume_id, &job, &pass.job.info(), estimate);
-                tracing::info!(volume_id, target = %job.path.display(), "{text}");
+                tracing::info!(volume_id, target = %volsec_core::display::path(&job.path), "{text}");
                 Err(Status::aborted(text))
             }
         }
@@ -512,7 +512,7 @@ impl Proxy {
             }
             tracing::info!(
                 volume_id,
-                target = %job.path.display(),
+                target = %volsec_core::display::path(&job.path),
                 outcome = ?r.outcome(),
                 visited = r.visited,
                 changed = r.changed,
@@ -578,7 +578,7 @@ fn succeeded(r: &agent_proto::Result) -> bool {
 /// failing entry, or UNAVAILABLE when the pass was cancelled (kubelet retries).
 fn outcome(volume_id: &str, job: &JobRequest, r: &agent_proto::Result) -> Result<(), Status> {
     use agent_proto::Outcome;
-    let target = job.path.display();
+    let target = volsec_core::display::path(&job.path);
     match r.outcome() {
         Outcome::Complete | Outcome::Skipped => Ok(()),
         Outcome::Cancelled => Err(Status::unavailable(format!(
@@ -587,7 +587,7 @@ fn outcome(volume_id: &str, job: &JobRequest, r: &agent_proto::Result) -> Result
         Outcome::Partial => {
             let first = r.failures.first().map_or_else(
                 || "no failure was recorded".to_string(),
-                |f| format!("{}: {} failed: {} ({})", f.path, f.op, f.message, f.errno),
+                |f| format!("{}: {} failed: {} ({})", volsec_core::display::text(&f.path), f.op, f.message, f.errno),
             );
             tracing::warn!(volume_id, target = %target, failed = r.failed, "pass failed: {first}");
             Err(Status::internal(format!(
