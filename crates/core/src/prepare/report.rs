@@ -59,7 +59,7 @@ pub enum SkipReason {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SkipReason::OnRootMismatch => "OnRootMismatch: the root already has fsGroup, setgid and the permission bits (and the label, if asked), so nothing below was looked at",
+            SkipReason::OnRootMismatch => "OnRootMismatch: the root already has fsGroup, setgid and the permission bits (and the owner and the label, if asked), so nothing below was looked at",
             SkipReason::LabelsUnsupported => "the filesystem cannot store SELinux labels; relabel not needed",
         })
     }
