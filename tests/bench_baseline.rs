@@ -19,6 +19,7 @@ fn kubelet_baseline_reaches_the_same_state_as_volsec() {
     let own = Ownership {
         fs_group: 3000,
         read_only: false,
+        owner: None,
     };
     let count = baseline::kubelet_ownership(&a, own, ChangePolicy::Always).unwrap();
     assert_eq!(count.visited, 2_000);

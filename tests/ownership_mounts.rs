@@ -178,25 +178,18 @@ fn read_only_bind_mount_with_cross_mounts_fails_with_erofs() {
 
     let (code, report) = apply_json(&vol, &["--cross-mounts"]);
 
+    // The read-only mount fails every entry on it the same way: the pass stops at the
+    // first EROFS (the mount point itself, opened before its entries), in one sentence.
     assert_eq!(code, 1, "entries that cannot be changed: exit 1: {report}");
-    assert_eq!(count(&report, "failed"), 3, "sub, sub/a, sub/b: {report}");
-    let errors = report["errors"].as_array().expect("errors list");
-    let mut failed: Vec<String> = errors
-        .iter()
-        .map(|e| {
-            assert_eq!(e["errno"], "EROFS", "{e}");
-            e["path"].as_str().unwrap().to_string()
-        })
-        .collect();
-    failed.sort();
+    assert_eq!(report["stopped"]["errno"], "EROFS", "{report}");
     assert_eq!(
-        failed,
-        [sub.clone(), sub.join("a"), sub.join("b")]
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>(),
+        report["stopped"]["path"],
+        sub.display().to_string(),
         "{report}"
     );
+    let errors = report["errors"].as_array().expect("errors list");
+    assert_eq!(errors.len(), 1, "{report}");
+    assert!(count(&report, "failed") <= 3, "{report}");
     assert_eq!(
         (gid_mode(&vol), ctime_ns(&vol)),
         root_before_cross,

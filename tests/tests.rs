@@ -22,6 +22,7 @@ mod bench_tree;
 mod csi_probe;
 mod csi_proxy;
 mod flag_bounds;
+mod init_container;
 mod kubelet_conformance;
 mod layout;
 mod man_completions;

@@ -106,6 +106,7 @@ impl Bed {
             ownership: ownership.map(|t| Ownership {
                 fs_group: self.gid(t),
                 read_only: false,
+                owner: None,
             }),
             label: label.map(|t| Context::parse(self.label(t)).expect("a valid label")),
             change_policy: policy,
@@ -123,6 +124,7 @@ impl Bed {
         let ownership = Ownership {
             fs_group: self.gid(target),
             read_only: false,
+            owner: None,
         };
         baseline::kubelet_ownership(&self.path, ownership, policy)
     }

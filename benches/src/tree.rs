@@ -502,6 +502,7 @@ pub fn set_state(root: &Path, gid: u32, label: Option<&str>, threads: usize) -> 
         ownership: Some(Ownership {
             fs_group: gid,
             read_only: false,
+            owner: None,
         }),
         label,
         ..Job::default()

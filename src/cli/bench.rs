@@ -231,6 +231,7 @@ fn one_pass(a: PassArgs) -> Result<Exit, Refusal> {
             .map(|fs_group| volsec_core::ownership::Ownership {
                 fs_group,
                 read_only: false,
+                owner: None,
             }),
         label,
         change_policy: a.change_policy,

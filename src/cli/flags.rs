@@ -86,6 +86,7 @@ impl JobArgs {
             ownership: self.fs_group.map(|fs_group| Ownership {
                 fs_group,
                 read_only: self.read_only,
+                owner: None,
             }),
             label,
             change_policy: self.change_policy,
@@ -156,6 +157,25 @@ pub struct RunArgs {
     #[arg(long, help_heading = PASS)]
     pub dry_run: bool,
 
+    /// Leave this entry directly below the root alone (repeatable), e.g. lost+found.
+    ///
+    /// A name, not a path: the entry is neither changed nor descended, and is counted as
+    /// excluded. The root is still changed last, so OnRootMismatch skips the next pass.
+    #[arg(long, value_name = "NAME", value_parser = parse_exclude, help_heading = PASS)]
+    pub exclude: Vec<std::ffi::CString>,
+
+    /// With --dry-run, print each entry that would change and what would change.
+    ///
+    /// One line per entry, e.g. `gid 0 -> 2000, mode 0644 -> 0664<TAB>PATH`, names
+    /// escaped as `ls -b` does; one JSON object per line with --output json. The summary
+    /// then goes to stderr, so stdout holds only the list.
+    #[arg(long, requires = "dry_run", help_heading = OUTPUT)]
+    pub list: bool,
+
+    /// With --list, end each entry with a NUL instead of a newline, the path unescaped.
+    #[arg(short = '0', long = "null", requires = "list", help_heading = OUTPUT)]
+    pub null: bool,
+
     /// How many failures to list with their paths (all are counted).
     #[arg(long, value_name = "N", default_value_t = 20, help_heading = OUTPUT)]
     pub max_errors: usize,
@@ -178,10 +198,22 @@ impl RunArgs {
                 threads: self.threads,
                 cross_mounts: self.cross_mounts,
                 max_errors: self.max_errors,
+                exclude: self.exclude.clone(),
             },
             dry_run: self.dry_run,
+            listing: None,
         }
     }
+}
+
+/// `--exclude NAME`: one name directly below the root, never a path.
+fn parse_exclude(text: &str) -> Result<std::ffi::CString, String> {
+    if text.is_empty() || text == "." || text == ".." || text.contains('/') {
+        return Err(format!(
+            "{text:?} is not a name directly below the root (no '/', not '.' or '..')"
+        ));
+    }
+    std::ffi::CString::new(text).map_err(|_| format!("{text:?} contains a NUL byte"))
 }
 
 /// How a label is given: whole, or as seLinuxOptions to complete.

@@ -1,8 +1,10 @@
 //! Output shared by the subcommands: logging, the progress bar, and the pass summary.
 
+use std::io::Write;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Mutex;
 use std::time::Duration;
-use volsec_core::prepare::Report;
+use volsec_core::prepare::{EntryChange, Listing, Report};
 use volsec_core::walk::Progress;
 
 /// How results are printed.
@@ -84,5 +86,57 @@ pub fn print_report(report: &Report, format: Format) {
             serde_json::to_string_pretty(report).expect("a report serializes")
         ),
         Format::Text => print!("{}", report.summary()),
+    }
+}
+
+/// Prints a pass report on stderr, as text or JSON: with `--list`, stdout is the list's.
+pub fn eprint_report(report: &Report, format: Format) {
+    match format {
+        Format::Json => eprintln!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("a report serializes")
+        ),
+        Format::Text => eprint!("{}", report.summary()),
+    }
+}
+
+/// Where listed entries are written: stdout, buffered, shared by the walker threads.
+static LIST_OUT: Mutex<Option<std::io::BufWriter<std::io::Stdout>>> = Mutex::new(None);
+
+/// The sink `--dry-run --list` hands each entry to: one line `CHANGES<TAB>PATH` with the
+/// path escaped (`-0`: NUL-terminated, the path as its bytes are), or one JSON object per
+/// line. Records are written whole, one at a time.
+pub fn listing(format: Format, null: bool) -> Listing {
+    *LIST_OUT.lock().expect("lock") = Some(std::io::BufWriter::new(std::io::stdout()));
+    Listing::new(move |change: EntryChange| {
+        let mut record = Vec::new();
+        match format {
+            Format::Json => {
+                serde_json::to_writer(&mut record, &change).expect("an entry serializes");
+                record.push(b'\n');
+            }
+            Format::Text => {
+                use std::os::unix::ffi::OsStrExt;
+                let _ = write!(record, "{change}\t");
+                let name = change.path.as_os_str().as_bytes();
+                if null {
+                    record.extend_from_slice(name);
+                    record.push(0);
+                } else {
+                    let _ = writeln!(record, "{}", volsec_core::display::whole_path(&change.path));
+                }
+            }
+        }
+        if let Some(out) = LIST_OUT.lock().expect("lock").as_mut() {
+            // A closed stdout (`| head`) ends the process with SIGPIPE, as for any output.
+            let _ = out.write_all(&record);
+        }
+    })
+}
+
+/// Writes out what the listing buffered.
+pub fn flush_listing() {
+    if let Some(out) = LIST_OUT.lock().expect("lock").as_mut() {
+        let _ = out.flush();
     }
 }

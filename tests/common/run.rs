@@ -118,6 +118,7 @@ pub fn fs_group_job(
         ownership: fs_group.map(|fs_group| volsec_core::ownership::Ownership {
             fs_group,
             read_only: false,
+            owner: None,
         }),
         change_policy: policy,
         ..volsec_core::prepare::Job::default()

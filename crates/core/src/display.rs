@@ -32,27 +32,48 @@ pub const TAIL: usize = 128;
 
 /// Bytes shown escaped, and cut short past [`MAX_SHOWN`] bytes; see the module docs.
 #[derive(Clone, Copy)]
-pub struct Escaped<'a>(&'a [u8]);
+pub struct Escaped<'a>(&'a [u8], Bound);
+
+/// Whether a long path is cut short.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Past [`MAX_SHOWN`] bytes, only the head and the tail are shown.
+    Shortened,
+    /// Shown whole: a listing, where each line is one entry a reader may act on.
+    Whole,
+}
 
 /// A path for a message or a log line.
 pub fn path(path: &Path) -> Escaped<'_> {
-    Escaped(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+    Escaped(
+        std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()),
+        Bound::Shortened,
+    )
+}
+
+/// A path escaped but never shortened, for a listing of entries (`--dry-run --list`),
+/// where the line is the entry and a cut path would name another.
+pub fn whole_path(path: &Path) -> Escaped<'_> {
+    Escaped(
+        std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()),
+        Bound::Whole,
+    )
 }
 
 /// Text that came from outside (a caller's path as sent, a message that quotes one).
 pub fn text(text: &str) -> Escaped<'_> {
-    Escaped(text.as_bytes())
+    Escaped(text.as_bytes(), Bound::Shortened)
 }
 
 /// Raw bytes, such as a name read from a directory.
 pub fn bytes(bytes: &[u8]) -> Escaped<'_> {
-    Escaped(bytes)
+    Escaped(bytes, Bound::Shortened)
 }
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b.len() <= MAX_SHOWN {
+        if b.len() <= MAX_SHOWN || self.1 == Bound::Whole {
             return escape(b, f);
         }
         // Cut at character boundaries, so a multi-byte character is not shown as bytes.

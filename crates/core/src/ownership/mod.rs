@@ -9,10 +9,17 @@
 //! `chown(2)` clears setuid (and setgid with group-execute) on a non-directory, even for
 //! root. kubelet puts them back by chmodding to the mode read *before* the chown; so does
 //! [`Ownership::changes`].
+//!
+//! Beyond kubelet, an owner may be asked for too ([`Ownership::owner`], `chown -R UID:GID`
+//! as charts' volume-permissions init containers run it), and a process without every
+//! capability (an init container with only `CAP_CHOWN`) gets its writes ordered so the
+//! kernel allows them ([`writes`]).
 
 mod policy;
+mod writes;
 
 pub use policy::{ChangePolicy, ParsePolicyError};
+pub use writes::{writes, Powers, Shortfall, Step, Writes};
 
 use crate::sys::{FileKind, Stat};
 use serde::Serialize;
@@ -30,12 +37,17 @@ pub struct Ownership {
     pub fs_group: u32,
     /// The volume is mounted read-only: masks `0440` / `02550` instead of `0660` / `02770`.
     pub read_only: bool,
+    /// Also the owner every entry gets, as `chown -R UID:GID` gives it. kubelet never
+    /// changes owners, so this is volsec's opt-in (`volsec apply --owner`); `None` leaves
+    /// them alone, as kubelet does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
 }
 
 /// What must be written to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Changes {
-    /// `chown(-1, fsGroup)` is needed.
+    /// `chown(owner or -1, fsGroup)` is needed.
     pub chown: bool,
     /// The mode to set afterwards, if any.
     pub chmod: Option<u32>,
@@ -61,7 +73,7 @@ impl Ownership {
 
     /// The writes that bring `stat` to kubelet's result, and nothing more.
     pub fn changes(&self, stat: &Stat) -> Changes {
-        let chown = stat.gid != self.fs_group;
+        let chown = stat.gid != self.fs_group || self.owner.is_some_and(|uid| uid != stat.uid);
         let chmod = self.mask(stat.kind).and_then(|mask| {
             let wanted = stat.perm | mask;
             // chown clears setuid/setgid on a non-directory: write them back.
@@ -74,13 +86,17 @@ impl Ownership {
 
     /// kubelet's OnRootMismatch test (`requiresPermissionChange`): the walk can be skipped
     /// when the root is a directory whose group is fsGroup, with setgid, and whose permission
-    /// bits include the mask's (`0660` or `0440`) plus `0110`. Owner uid and children are
-    /// never looked at.
+    /// bits include the mask's (`0660` or `0440`) plus `0110`. Children are never looked
+    /// at, nor the owner unless one is asked for ([`Ownership::owner`]): then it must match
+    /// too, so a restart with the same uid:gid is a root check only.
     pub fn root_matches(&self, root: &Stat) -> bool {
         let Some(mask) = self.mask(FileKind::Dir) else {
             return false;
         };
-        root.kind == FileKind::Dir && root.gid == self.fs_group && root.perm & mask == mask
+        root.kind == FileKind::Dir
+            && root.gid == self.fs_group
+            && self.owner.is_none_or(|uid| root.uid == uid)
+            && root.perm & mask == mask
     }
 }
 

@@ -18,10 +18,12 @@ fn stat(kind: FileKind, perm: u32, gid: u32) -> Stat {
 const RW: Ownership = Ownership {
     fs_group: 2000,
     read_only: false,
+    owner: None,
 };
 const RO: Ownership = Ownership {
     fs_group: 2000,
     read_only: true,
+    owner: None,
 };
 
 #[test]

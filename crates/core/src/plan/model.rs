@@ -154,6 +154,7 @@ impl OwnershipPlan {
             OwnershipAction::Recursive | OwnershipAction::Skip => Some(Ownership {
                 fs_group: self.fs_group?,
                 read_only: self.read_only,
+                owner: None,
             }),
             _ => None,
         }

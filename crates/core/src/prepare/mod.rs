@@ -6,14 +6,16 @@
 //! when everything below succeeded. A pass that fails or is interrupted therefore leaves
 //! the root as it was, and the next OnRootMismatch call walks again.
 
+mod list;
 mod lock;
 mod report;
 mod visitor;
 
+pub use list::{EntryChange, FromTo, Listing, Mode};
 pub use lock::{lock_volume, set_lock_wait, LockError, VolumeLock, LOCK_DIR};
-pub use report::{PassOutcome, Report, SkipReason, Summary};
+pub use report::{NotPermitted, PassOutcome, Report, SkipReason, Summary};
 
-use crate::ownership::{ChangePolicy, Ownership};
+use crate::ownership::{ChangePolicy, Ownership, Powers};
 use crate::selinux::{self, Context};
 use crate::walk::{self, Failure, Outcome, Progress, Root, RootError, Visitor, WalkOptions};
 use std::path::Path;
@@ -42,6 +44,8 @@ pub struct Options {
     pub walk: WalkOptions,
     /// Report what would change without changing anything.
     pub dry_run: bool,
+    /// With `dry_run`, where each entry that would change is handed, with what would change.
+    pub listing: Option<Listing>,
 }
 
 /// Why a pass was refused before anything was changed.
@@ -83,6 +87,15 @@ pub enum PrepareError {
         /// Which thread could not be started, and why.
         err: walk::SpawnError,
     },
+    /// Ownership was asked of a process that may not chown (not root, or root without
+    /// `CAP_CHOWN`): every entry would fail with `EPERM`, so nothing is tried.
+    #[error("{path}: changing groups needs CAP_CHOWN, which this process (uid {uid}) lacks; run volsec as root, or give its container the CHOWN capability; nothing was changed")]
+    NoChownCapability {
+        /// The root's path.
+        path: String,
+        /// The process's effective uid.
+        uid: u32,
+    },
 }
 
 /// Opens `path` and runs `job` on it. See [`run`].
@@ -108,13 +121,28 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<Report, PrepareError> {
     let started = Instant::now();
+    let powers = Powers::current();
+    if !options.dry_run && job.ownership.is_some() && !powers.chown {
+        // Said before the lock, which a process without privileges cannot take either; an
+        // OnRootMismatch restart whose root is already right still needs no capability.
+        let checked = check(root, job)?;
+        if checked.skip.is_some() {
+            return Ok(skipped(root, &checked, options, progress, started));
+        }
+        return Err(PrepareError::NoChownCapability {
+            path: crate::display::path(root.path()).to_string(),
+            uid: powers.uid,
+        });
+    }
     // Held to the end of the pass, the root's change included; a dry run writes nothing.
     let _lock = (!options.dry_run).then(|| lock_volume(root)).transpose()?;
     let checked = check(root, job)?;
     if checked.skip.is_some() {
         return Ok(skipped(root, &checked, options, progress, started));
     }
-    let visitor = PassVisitor::new(&checked.job, options.dry_run);
+    let visitor = PassVisitor::new(&checked.job, options.dry_run)
+        .with_listing(options.listing.clone())
+        .with_powers(powers.clone());
     raise_descriptor_limit();
     let outcome = walk::walk(root, &options.walk, &visitor, progress, cancel).map_err(|err| {
         PrepareError::Threads {
@@ -128,6 +156,7 @@ pub fn run(
     let mut report = Report::new(root, &checked.asked, options, progress, None, started);
     report.outcome = pass_outcome(outcome, progress);
     report.labels_unsupported = checked.labels_unsupported || visitor.met_unsupported_labels();
+    report.not_permitted = NotPermitted::of(visitor.shortfalls());
     Ok(report)
 }
 

@@ -1,6 +1,7 @@
 //! What a pass did, for people (one screen) and for machines (JSON).
 
 use super::{Job, Options};
+use crate::ownership::Shortfall;
 use crate::walk::{lossy, Failure, Progress, Root, Tally};
 use serde::Serialize;
 use std::fmt;
@@ -58,9 +59,72 @@ pub enum SkipReason {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SkipReason::OnRootMismatch => "OnRootMismatch: the root already has fsGroup, setgid and the permission bits (and the label, if asked), so nothing below was looked at",
+            SkipReason::OnRootMismatch => "OnRootMismatch: the root already has fsGroup, setgid and the permission bits (and the owner and the label, if asked), so nothing below was looked at",
             SkipReason::LabelsUnsupported => "the filesystem cannot store SELinux labels; relabel not needed",
         })
+    }
+}
+
+/// Entries the process could not bring to kubelet's mode for lack of a capability: not
+/// failures (their group and owner were changed, the pass goes on and the root is changed
+/// last as usual), but said once, with their count, in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotPermitted {
+    /// The capability that would have allowed it, e.g. `CAP_FOWNER`.
+    pub capability: String,
+    /// How many entries.
+    pub entries: u64,
+    /// What they lack: `mode` (the entry is not the process's own), `setgid` (dropped from
+    /// a chmod into a group not the process's) or `setid_given_away` (setuid/setgid the
+    /// chown of a file given away cleared).
+    pub what: &'static str,
+}
+
+impl NotPermitted {
+    /// The shortfalls a pass counted, one item per kind met.
+    pub fn of(counted: [(Shortfall, u64); 3]) -> Vec<NotPermitted> {
+        counted
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(kind, entries)| {
+                let (capability, what) = match kind {
+                    Shortfall::Mode => ("CAP_FOWNER", "mode"),
+                    Shortfall::SetGid => ("CAP_FSETID", "setgid"),
+                    Shortfall::GivenAway => ("CAP_FOWNER", "setid_given_away"),
+                };
+                NotPermitted {
+                    capability: capability.to_string(),
+                    entries,
+                    what,
+                }
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for NotPermitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.entries;
+        let (entries, their) = if n == 1 {
+            ("entry", "its")
+        } else {
+            ("entries", "their")
+        };
+        let cap = &self.capability;
+        match self.what {
+            "mode" => write!(
+                f,
+                "{n} {entries} of other owners kept a mode without kubelet's bits: chmod of an entry this process does not own needs {cap}, which it lacks ({their} owner and group were changed)"
+            ),
+            "setgid" => write!(
+                f,
+                "{n} {entries} lost setgid: the kernel drops it from a chmod into a group the process is not in unless it has {cap}, which it lacks"
+            ),
+            _ => write!(
+                f,
+                "{n} {entries} given to another owner lost setuid/setgid, which the chown clears and only {cap} could put back, which this process lacks"
+            ),
+        }
     }
 }
 
@@ -84,8 +148,15 @@ pub struct Report {
     pub skipped_reason: Option<SkipReason>,
     /// The relabel was dropped because the filesystem cannot store labels.
     pub labels_unsupported: bool,
+    /// What the process could not write for lack of a capability, one item per kind.
+    pub not_permitted: Vec<NotPermitted>,
+    /// The filesystem-wide error (read-only, I/O error, full, over quota) that stopped the
+    /// pass at its first occurrence; the root was left unchanged.
+    pub stopped: Option<Failure>,
     /// The fsGroup applied, if ownership was asked.
     pub fs_group: Option<u32>,
+    /// The owner applied (`--owner`), if one was asked.
+    pub owner: Option<u32>,
     /// The read-only masks (0440, 02550) were used.
     pub read_only: bool,
     /// The SELinux label applied, as the node spells it, if a relabel was asked.
@@ -125,7 +196,10 @@ impl Report {
             nested_mounts: progress.skipped_mounts(),
             skipped_reason,
             labels_unsupported: false,
+            not_permitted: Vec::new(),
+            stopped: progress.stopped(),
             fs_group: job.ownership.map(|o| o.fs_group),
+            owner: job.ownership.and_then(|o| o.owner),
             read_only: job.ownership.is_some_and(|o| o.read_only),
             selinux_label: job.label.as_ref().map(ToString::to_string),
             change_policy: job.change_policy.as_str(),
@@ -159,6 +233,10 @@ impl fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.0;
         let t = &r.tally;
+        let owner = r
+            .owner
+            .map(|uid| format!("owner {uid}, "))
+            .unwrap_or_default();
         let what = match (r.fs_group, &r.selinux_label) {
             (Some(g), Some(l)) => format!("fsGroup {g} and label {l}"),
             (Some(g), None) => format!("fsGroup {g}"),
@@ -172,7 +250,7 @@ impl fmt::Display for Summary<'_> {
         };
         writeln!(
             f,
-            "{}: {what}, policy {}{dry}",
+            "{}: {owner}{what}, policy {}{dry}",
             crate::display::path(&r.path),
             r.change_policy
         )?;
@@ -180,9 +258,13 @@ impl fmt::Display for Summary<'_> {
             writeln!(f, "  skipped: {reason}")?;
         }
         let changed = if r.dry_run { "would change" } else { "changed" };
+        let excluded = match t.excluded {
+            0 => String::new(),
+            n => format!(", {n} excluded"),
+        };
         writeln!(
             f,
-            "  {} visited, {} {changed}, {} unchanged, {} failed, {} vanished, {} mounts skipped",
+            "  {} visited, {} {changed}, {} unchanged, {} failed, {} vanished, {} mounts skipped{excluded}",
             t.visited, t.changed, t.unchanged, t.failed, t.vanished, t.skipped_mounts
         )?;
         writeln!(
@@ -195,6 +277,12 @@ impl fmt::Display for Summary<'_> {
         )?;
         if r.labels_unsupported {
             writeln!(f, "  labels: {}", SkipReason::LabelsUnsupported)?;
+        }
+        for n in &r.not_permitted {
+            writeln!(f, "  not permitted: {n}")?;
+        }
+        if let Some(stop) = &r.stopped {
+            writeln!(f, "  stopped: {}", crate::walk::stop_sentence(stop))?;
         }
         for m in &r.nested_mounts {
             writeln!(

@@ -1,14 +1,15 @@
 //! The per-entry work of a pass: read what is there, write only what differs.
 
+use super::list::{EntryChange, FromTo, Listing, Mode};
 use super::Job;
-use crate::ownership::{Changes, Ownership};
+use crate::ownership::{self, Changes, Ownership, Powers, Shortfall, Step};
 use crate::selinux::{self, Context};
-use crate::sys::{self, Target};
+use crate::sys::{self, Stat, Target};
 use crate::walk::{Entry, OpError, Root, Visited, Visitor};
 use rustix::fd::AsFd;
 use std::cell::RefCell;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub(super) struct PassVisitor {
     ownership: Option<Ownership>,
@@ -16,6 +17,16 @@ pub(super) struct PassVisitor {
     /// the container runtimes write it).
     label: Option<String>,
     dry_run: bool,
+    /// A dry run's list of the entries it would change.
+    listing: Option<Listing>,
+    /// What the process may do: decides the order of each entry's writes.
+    powers: Powers,
+    /// Entries whose mode the process could not write (it does not own them).
+    short_mode: AtomicU64,
+    /// Entries whose setgid a chmod into a group not the process's dropped.
+    short_setgid: AtomicU64,
+    /// Files given away whose setuid/setgid bits the chown cleared for good.
+    short_given_away: AtomicU64,
     /// `EOPNOTSUPP` on a label is "relabel not needed" for that entry, not a failure.
     ignore_unsupported: bool,
     /// Some entry's filesystem could not store a label (with `ignore_unsupported`).
@@ -30,10 +41,37 @@ impl PassVisitor {
             ownership: job.ownership,
             label: job.label.as_ref().map(Context::to_string),
             dry_run,
+            listing: None,
+            powers: Powers::all(),
+            short_mode: AtomicU64::new(0),
+            short_setgid: AtomicU64::new(0),
+            short_given_away: AtomicU64::new(0),
             ignore_unsupported: job.ignore_unsupported_labels,
             unsupported: AtomicBool::new(false),
             halted: AtomicBool::new(false),
         }
+    }
+
+    /// Lists each entry a dry run would change.
+    pub fn with_listing(mut self, listing: Option<Listing>) -> PassVisitor {
+        self.listing = listing.filter(|_| self.dry_run);
+        self
+    }
+
+    /// Orders writes for what this process may do (by default, everything).
+    pub fn with_powers(mut self, powers: Powers) -> PassVisitor {
+        self.powers = powers;
+        self
+    }
+
+    /// How many entries lack what the process could not write, by kind.
+    pub fn shortfalls(&self) -> [(Shortfall, u64); 3] {
+        [
+            (Shortfall::Mode, &self.short_mode),
+            (Shortfall::SetGid, &self.short_setgid),
+            (Shortfall::GivenAway, &self.short_given_away),
+        ]
+        .map(|(kind, n)| (kind, n.load(Ordering::Relaxed)))
     }
 
     /// Whether some entry's filesystem could not store a label and the job allowed it.
@@ -52,13 +90,29 @@ impl PassVisitor {
                 .is_none_or(|l| matches!(label_differs(Target::Fd(root.fd()), l), Ok(false)))
     }
 
-    fn ownership(&self, own: &Ownership, entry: &Entry<'_>) -> Result<bool, OpError> {
+    fn ownership(
+        &self,
+        own: &Ownership,
+        entry: &Entry<'_>,
+        listed: &mut Option<EntryChange>,
+    ) -> Result<bool, OpError> {
         let stat = entry
             .stat
             .expect("needs_stat() asks for every entry's attributes");
         let changes = own.changes(stat);
-        if changes.is_empty() || self.dry_run {
-            return Ok(!changes.is_empty());
+        if changes.is_empty() {
+            return Ok(false);
+        }
+        if self.dry_run {
+            if self.listing.is_some() {
+                describe(
+                    own,
+                    stat,
+                    changes,
+                    listed.get_or_insert_with(|| blank(entry)),
+                );
+            }
+            return Ok(true);
         }
         // A pin the walker took already keeps the inode the attributes were read from.
         if entry.fd.is_none()
@@ -67,8 +121,7 @@ impl PassVisitor {
         {
             return self.ownership_pinned(own, entry);
         }
-        write_ownership(own, changes, entry.target())?;
-        Ok(true)
+        self.write_ownership(own, stat, changes, entry.target())
     }
 
     /// A new mode is computed from the mode read, so it must reach the same inode: a
@@ -80,11 +133,44 @@ impl PassVisitor {
         let pinned = entry.pin_now().map_err(|e| OpError::new("open", e))?;
         let stat = sys::stat_fd(pinned.as_fd()).map_err(|e| OpError::new("stat", e))?;
         let changes = own.changes(&stat);
-        write_ownership(own, changes, Target::Pinned(pinned.as_fd()))?;
-        Ok(!changes.is_empty())
+        self.write_ownership(own, &stat, changes, Target::Pinned(pinned.as_fd()))
     }
 
-    fn label(&self, label: &str, entry: &Entry<'_>) -> Result<bool, OpError> {
+    /// The entry's chown and chmod, in the order [`ownership::writes`] gives for this
+    /// process; what they cannot reach is counted, not failed. Whether anything was written.
+    fn write_ownership(
+        &self,
+        own: &Ownership,
+        stat: &Stat,
+        changes: Changes,
+        target: Target<'_>,
+    ) -> Result<bool, OpError> {
+        let writes = ownership::writes(own, stat, changes, &self.powers);
+        for step in &writes.steps {
+            match *step {
+                Step::Chown => sys::chown(target, own.owner, own.fs_group)
+                    .map_err(|e| OpError::new("chown", e))?,
+                Step::Chmod(mode) => {
+                    sys::chmod(target, mode).map_err(|e| OpError::new("chmod", e))?
+                }
+            }
+        }
+        let counter = match writes.shortfall {
+            Some(Shortfall::Mode) => &self.short_mode,
+            Some(Shortfall::SetGid) => &self.short_setgid,
+            Some(Shortfall::GivenAway) => &self.short_given_away,
+            None => return Ok(!writes.steps.is_empty()),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(!writes.steps.is_empty())
+    }
+
+    fn label(
+        &self,
+        label: &str,
+        entry: &Entry<'_>,
+        listed: &mut Option<EntryChange>,
+    ) -> Result<bool, OpError> {
         let unread = !self.dry_run && LabelRun::write_unread(entry);
         let differs = unread
             || match label_differs(entry.target(), label) {
@@ -93,6 +179,12 @@ impl PassVisitor {
             };
         if !unread {
             LabelRun::read(entry, differs);
+        }
+        if differs && self.listing.is_some() {
+            listed.get_or_insert_with(|| blank(entry)).label = Some(FromTo {
+                from: current_label(entry.target()),
+                to: Some(label.to_string()),
+            });
         }
         if differs && !self.dry_run {
             // Read by name, the label decides only whether to write; the write itself goes
@@ -140,11 +232,15 @@ impl Visitor for PassVisitor {
 
     fn visit(&self, entry: &Entry<'_>) -> Result<Visited, OpError> {
         let mut changed = false;
+        let mut listed = None;
         if let Some(own) = &self.ownership {
-            changed |= self.ownership(own, entry)?;
+            changed |= self.ownership(own, entry, &mut listed)?;
         }
         if let Some(label) = &self.label {
-            changed |= self.label(label, entry)?;
+            changed |= self.label(label, entry, &mut listed)?;
+        }
+        if let (Some(listing), Some(change)) = (&self.listing, listed) {
+            listing.add(change);
         }
         Ok(if changed {
             Visited::Changed
@@ -231,15 +327,46 @@ fn is_unsupported(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EOPNOTSUPP)
 }
 
-/// chown, then chmod: the mode is written after the chown, which clears setuid/setgid.
-fn write_ownership(own: &Ownership, changes: Changes, target: Target<'_>) -> Result<(), OpError> {
-    if changes.chown {
-        sys::chown_group(target, own.fs_group).map_err(|e| OpError::new("chown", e))?;
+/// A listed entry with nothing described yet.
+fn blank(entry: &Entry<'_>) -> EntryChange {
+    EntryChange {
+        path: entry.path(),
+        uid: None,
+        gid: None,
+        mode: None,
+        label: None,
     }
-    if let Some(mode) = changes.chmod {
-        sys::chmod(target, mode).map_err(|e| OpError::new("chmod", e))?;
+}
+
+/// Fills in what kubelet's rules (and the owner asked for) would change on `stat`.
+fn describe(own: &Ownership, stat: &Stat, changes: Changes, into: &mut EntryChange) {
+    if let Some(uid) = own.owner.filter(|uid| *uid != stat.uid) {
+        into.uid = Some(FromTo {
+            from: stat.uid,
+            to: uid,
+        });
     }
-    Ok(())
+    if stat.gid != own.fs_group {
+        into.gid = Some(FromTo {
+            from: stat.gid,
+            to: own.fs_group,
+        });
+    }
+    if let Some(mode) = changes.chmod.filter(|mode| *mode != stat.perm) {
+        into.mode = Some(FromTo {
+            from: Mode(stat.perm),
+            to: Mode(mode),
+        });
+    }
+}
+
+/// The entry's label as it reads now, for a listing (`None`: no label, or unreadable).
+fn current_label(target: Target<'_>) -> Option<String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let len = sys::get_xattr(target, selinux::XATTR, &mut buf).ok()?;
+    let label = &buf[..len];
+    let label = label.strip_suffix(b"\0").unwrap_or(label);
+    Some(String::from_utf8_lossy(label).into_owned())
 }
 
 /// Whether the root's filesystem can hold labels: `EOPNOTSUPP` on reading the label means

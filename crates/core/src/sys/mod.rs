@@ -46,17 +46,18 @@ pub enum Target<'a> {
     Pinned(BorrowedFd<'a>),
 }
 
-/// Sets the group of `target`, leaving the owner untouched (`chown(path, -1, gid)`).
-/// A symlink gets the group itself.
-pub fn chown_group(target: Target<'_>, gid: u32) -> io::Result<()> {
+/// Sets the group of `target` and, when `uid` is given, its owner (`chown(path, uid or -1,
+/// gid)`). A symlink gets them itself.
+pub fn chown(target: Target<'_>, uid: Option<u32>, gid: u32) -> io::Result<()> {
+    let uid = uid.map(rustix::fs::Uid::from_raw);
     let gid = Some(rustix::fs::Gid::from_raw(gid));
     match target {
         Target::At(dir, name) => {
-            rustix::fs::chownat(dir, name, None, gid, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            rustix::fs::chownat(dir, name, uid, gid, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
         }
-        Target::Fd(fd) => rustix::fs::fchown(fd, None, gid),
+        Target::Fd(fd) => rustix::fs::fchown(fd, uid, gid),
         Target::Pinned(fd) => {
-            rustix::fs::chownat(fd, c"", None, gid, rustix::fs::AtFlags::EMPTY_PATH)
+            rustix::fs::chownat(fd, c"", uid, gid, rustix::fs::AtFlags::EMPTY_PATH)
         }
     }
     .map_err(io::Error::from)

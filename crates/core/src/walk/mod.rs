@@ -43,12 +43,14 @@ mod queue;
 mod root;
 mod worker;
 
-pub use progress::{lossy, Errno, Failure, Progress, Tally, UnknownErrno};
+pub use progress::{
+    is_filesystem_wide, lossy, stop_sentence, Errno, Failure, Progress, Tally, UnknownErrno,
+};
 pub use root::{Root, RootError};
 
 use crate::sys::Stat;
 use rustix::fd::BorrowedFd;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -189,6 +191,9 @@ pub struct WalkOptions {
     pub cross_mounts: bool,
     /// How many failures to keep with their paths (all are counted).
     pub max_errors: usize,
+    /// Names of entries directly below the root to leave alone: neither changed nor
+    /// descended, counted as excluded (`lost+found`, which charts' init containers skip).
+    pub exclude: Vec<CString>,
 }
 
 impl Default for WalkOptions {
@@ -197,6 +202,7 @@ impl Default for WalkOptions {
             threads: 0,
             cross_mounts: false,
             max_errors: 100,
+            exclude: Vec::new(),
         }
     }
 }

@@ -35,6 +35,11 @@ impl PathNode {
         })
     }
 
+    /// Whether this is the walk's root.
+    pub fn is_root(&self) -> bool {
+        self.parent.is_none()
+    }
+
     /// The path of `child` in this directory (or of this directory), below `root`.
     pub fn path_of(&self, root: &Path, child: Option<&CStr>) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;

@@ -173,6 +173,31 @@ impl std::fmt::Display for Errno {
     }
 }
 
+/// Whether an error is the filesystem's, not the entry's: every entry after it would fail
+/// the same way (read-only, the device failing, full, over quota), so the walk stops at the
+/// first instead of failing each of the rest.
+pub fn is_filesystem_wide(errno: Errno) -> bool {
+    use rustix::io::Errno as E;
+    matches!(errno.0, E::ROFS | E::IO | E::NOSPC | E::DQUOT)
+}
+
+/// The one sentence a report gives for the failure that stopped a pass.
+pub fn stop_sentence(failure: &Failure) -> String {
+    use rustix::io::Errno as E;
+    let what = match failure.errno.0 {
+        E::ROFS => "the filesystem is read-only",
+        E::NOSPC => "the filesystem is full",
+        E::DQUOT => "the filesystem's quota is exhausted",
+        _ => "the device reported an I/O error",
+    };
+    format!(
+        "{what} ({}: {} {} failed), so the pass stopped at its first such error without trying the rest; the root was left unchanged",
+        failure.errno,
+        failure.path.display(),
+        failure.op
+    )
+}
+
 /// Counters of a pass. All are monotonic while it runs.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -182,8 +207,13 @@ pub struct Progress {
     failed: AtomicU64,
     vanished: AtomicU64,
     max_errors: AtomicU64,
+    excluded: AtomicU64,
     errors: Mutex<Vec<Failure>>,
     skipped_mounts: Mutex<Vec<PathBuf>>,
+    /// The first filesystem-wide failure ([`is_filesystem_wide`]): the walk stops at it.
+    stopped: Mutex<Option<Failure>>,
+    /// Whether `stopped` is set, read by every worker between entries.
+    stopping: std::sync::atomic::AtomicBool,
     /// Workers in flight: the walk's thread count, or the most an adaptive walk reached.
     concurrency: AtomicU64,
 }
@@ -203,6 +233,8 @@ pub struct Tally {
     pub vanished: u64,
     /// Nested mount points left alone.
     pub skipped_mounts: u64,
+    /// Top-level entries left alone as asked (`--exclude`), not descended.
+    pub excluded: u64,
 }
 
 impl Progress {
@@ -233,6 +265,7 @@ impl Progress {
             failed: self.failed.load(Relaxed),
             vanished: self.vanished.load(Relaxed),
             skipped_mounts: self.skipped_mounts.lock().expect("lock").len() as u64,
+            excluded: self.excluded.load(Relaxed),
         }
     }
 
@@ -258,14 +291,38 @@ impl Progress {
     }
 
     /// Records a failed operation. `ENOENT` means the container removed the entry while the
-    /// pass ran: counted as vanished, not as a failure.
+    /// pass ran: counted as vanished, not as a failure. The first filesystem-wide failure
+    /// stops the walk; those that other workers meet before they see it are counted, not
+    /// listed: they say nothing more.
     pub(crate) fn fail(&self, failure: Failure) {
         if failure.errno == Errno::NOENT {
             self.vanished.fetch_add(1, Relaxed);
             return;
         }
         self.failed.fetch_add(1, Relaxed);
+        if is_filesystem_wide(failure.errno) {
+            let mut stopped = self.stopped.lock().expect("lock");
+            if stopped.is_some() {
+                return;
+            }
+            *stopped = Some(failure.clone());
+            self.stopping.store(true, Relaxed);
+        }
         self.keep(failure);
+    }
+
+    /// Whether a filesystem-wide failure stopped the walk.
+    pub fn is_stopped(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    /// The filesystem-wide failure that stopped the walk, if one did.
+    pub fn stopped(&self) -> Option<Failure> {
+        self.stopped.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn exclude(&self) {
+        self.excluded.fetch_add(1, Relaxed);
     }
 
     /// Records a failure of the root itself, which is never counted as vanished.

@@ -39,6 +39,8 @@ struct Walk<'a, 'r> {
     allowance: Allowance,
     /// Directory descriptors the walk may hold before it frees some first.
     descriptor_budget: usize,
+    /// Names directly below the root left alone ([`WalkOptions::exclude`]).
+    exclude: &'a [CString],
 }
 
 pub(super) fn run(
@@ -68,6 +70,7 @@ pub(super) fn run(
         queue: Queue::new(threads, Task::List(Dir::root(root.fd()))),
         allowance: Allowance::default(),
         descriptor_budget: descriptor_budget(threads),
+        exclude: &options.exclude,
     };
     walk.queue.set_limit(plan.start());
     progress.set_concurrency(plan.start());
@@ -99,7 +102,7 @@ pub(super) fn run(
     spawned?;
     Ok(if cancel.load(Ordering::Relaxed) {
         Outcome::Cancelled
-    } else if visitor.halted() || progress.tally().failed > failed_before {
+    } else if visitor.halted() || progress.is_stopped() || progress.tally().failed > failed_before {
         Outcome::Failed
     } else {
         Outcome::Complete
@@ -163,14 +166,31 @@ impl<'r> Walk<'_, 'r> {
         super::node::open_dirs() >= self.descriptor_budget
     }
 
-    /// Whether the walk must end now: cancelled by the caller, or halted by the visitor.
+    /// Whether the walk must end now: cancelled by the caller, halted by the visitor, or
+    /// stopped by a filesystem-wide failure.
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed) || self.visitor.halted()
+        self.cancel.load(Ordering::Relaxed) || self.visitor.halted() || self.progress.is_stopped()
+    }
+
+    /// Whether `name` in `dir` is an entry directly below the root left alone as asked;
+    /// if so it is counted, and neither changed nor descended.
+    fn excluded(&self, dir: &Dir<'r>, name: &CStr) -> bool {
+        let excluded = !self.exclude.is_empty()
+            && dir.path.is_root()
+            && self.exclude.iter().any(|n| n.as_c_str() == name);
+        if excluded {
+            self.progress.visit();
+            self.progress.exclude();
+        }
+        excluded
     }
 
     /// Opens a subdirectory from its parent's descriptor, never through a symlink, and
     /// visits it through the descriptor it was opened with.
     fn open(&self, parent: &Arc<Dir<'r>>, name: CString) -> Option<Arc<Dir<'r>>> {
+        if self.excluded(parent, &name) {
+            return None;
+        }
         let opened = sys::open_dir_at(parent.fd(), &name)
             .and_then(|fd| sys::stat_fd(fd.as_fd()).map(|stat| (fd, stat)));
         let (fd, stat) = match opened {
@@ -408,6 +428,9 @@ impl<'r> Walk<'_, 'r> {
     /// Visits an entry that is not (or, for `d_type` unknown, may not be) a directory.
     /// Whether it changed something.
     fn other(&self, dir: &Arc<Dir<'r>>, name: &CStr, kind: EntryType, may_open: bool) -> bool {
+        if self.excluded(dir, name) {
+            return false;
+        }
         let mut pinned = None;
         let stat = if kind == EntryType::Unknown || self.stat_all {
             match self.stat(dir, name) {

@@ -145,6 +145,7 @@ pub fn report_from_result(request: &proto::PrepareRequest, r: &proto::Result) ->
             failed: r.failed,
             vanished: r.vanished,
             skipped_mounts: r.skipped_mounts,
+            excluded: 0,
         },
         errors: r
             .failures
@@ -160,6 +161,9 @@ pub fn report_from_result(request: &proto::PrepareRequest, r: &proto::Result) ->
         nested_mounts: r.nested_mounts.iter().map(PathBuf::from).collect(),
         skipped_reason: skip_reason_from_proto(r.skip_reason()),
         labels_unsupported: r.labels_unsupported,
+        not_permitted: Vec::new(),
+        owner: None,
+        stopped: None,
         fs_group: request.fs_group,
         read_only: request.read_only,
         selinux_label: Some(request.selinux_context.clone()).filter(|c| !c.is_empty()),

@@ -474,8 +474,10 @@ impl Jobs {
                 threads,
                 cross_mounts: request.cross_mounts,
                 max_errors: self.limits.max_errors,
+                ..WalkOptions::default()
             },
             dry_run: request.dry_run,
+            listing: None,
         }
     }
 

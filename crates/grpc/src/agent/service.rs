@@ -49,6 +49,7 @@ fn validate(roots: &AllowedRoots, req: &proto::PrepareRequest) -> Result<JobRequ
         ownership: req.fs_group.map(|fs_group| Ownership {
             fs_group,
             read_only: req.read_only,
+            owner: None,
         }),
         label,
         change_policy,

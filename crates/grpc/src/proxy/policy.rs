@@ -147,6 +147,7 @@ pub fn ownership(fs_group: u32, r: &VolumeRequest) -> Ownership {
     Ownership {
         fs_group,
         read_only: r.readonly || access_mode::is_reader_only(r.access_mode),
+        owner: None,
     }
 }
 
