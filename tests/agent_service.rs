@@ -149,7 +149,7 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of one sample line in an OpenMetrics exposition.
+/// The value of one sample line in a Prometheus text exposition.
 fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
@@ -671,21 +671,25 @@ async fn metrics_health_and_readiness_over_http_and_grpc() {
     assert_eq!(http_get(agent.metrics, "/readyz").0, 200);
     let (status, m) = http_get(agent.metrics, "/metrics");
     assert_eq!(status, 200);
-    let op = "operation_name=\"volume_fsgroup_recursive_apply\"";
+    // kubelet's metric: the walk, not the skip (kubelet returns before its hook).
     assert_eq!(
         sample(
             &m,
-            &format!("storage_operation_duration_seconds_count{{{op},result=\"success\"}}")
+            "storage_operation_duration_seconds_count{migrated=\"false\",operation_name=\"volume_apply_access_control\",status=\"success\",volume_plugin=\"UnknownVolumePlugin\"}"
         ),
         1.0
     );
-    assert_eq!(
-        sample(
-            &m,
-            &format!("storage_operation_duration_seconds_count{{{op},result=\"skipped\"}}")
-        ),
-        1.0
-    );
+    for result in ["complete", "skipped"] {
+        assert_eq!(
+            sample(
+                &m,
+                &format!(
+                    "volsec_job_duration_seconds_count{{work=\"fs_group\",result=\"{result}\"}}"
+                )
+            ),
+            1.0
+        );
+    }
     assert_eq!(sample(&m, "volsec_inodes_total{result=\"changed\"}"), 23.0);
     assert_eq!(sample(&m, "volsec_inodes_total{result=\"failed\"}"), 0.0);
     assert_eq!(
@@ -1009,4 +1013,184 @@ async fn plan_refuses_another_driver_s_socket_as_volsec_plan_does() {
         plan.warnings
     );
     driver.stop().await;
+}
+
+/// A family in Prometheus's text format: its HELP and TYPE lines, and per series (the
+/// labels but `le`, as written) the samples in order: (suffix, label names, `le`, value).
+#[derive(Debug, Default)]
+struct Family {
+    help: Option<String>,
+    kind: Option<String>,
+    series: Vec<(String, Vec<(String, Vec<String>, Option<String>, String)>)>,
+}
+
+/// Reads the family `name` out of an exposition, keeping the order of everything.
+fn text_family(text: &str, name: &str) -> Family {
+    let mut f = Family::default();
+    for line in text.lines() {
+        if let Some(help) = line.strip_prefix(&format!("# HELP {name} ")) {
+            f.help = Some(help.to_string());
+        } else if let Some(kind) = line.strip_prefix(&format!("# TYPE {name} ")) {
+            f.kind = Some(kind.to_string());
+        } else if let Some(rest) = line.strip_prefix(name) {
+            let (suffix, rest) = rest.split_once('{').expect("a sample with labels");
+            let (labels, value) = rest.rsplit_once("} ").expect("labels, then the value");
+            let mut names = Vec::new();
+            let mut le = None;
+            let mut series = Vec::new();
+            // Label values here hold no `","`: split at the pairs.
+            for pair in labels.split("\",") {
+                let (label, value) = pair.split_once("=\"").expect("name=\"value\"");
+                let value = value.trim_end_matches('"');
+                names.push(label.to_string());
+                if label == "le" {
+                    le = Some(value.to_string());
+                } else {
+                    series.push(format!("{label}={value}"));
+                }
+            }
+            let key = series.join(",");
+            let sample = (suffix.to_string(), names, le, value.to_string());
+            match f.series.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, samples)) => samples.push(sample),
+                None => f.series.push((key, vec![sample])),
+            }
+        }
+    }
+    f
+}
+
+/// The agent's `storage_operation_duration_seconds`, scraped over HTTP from the running
+/// process, has kubelet's exposition: the HELP and TYPE lines, the label names in kubelet's
+/// order, the buckets as kubelet spells them, the operation name and status values, each
+/// series exactly as `fixtures/metrics/kubelet-storage-operation.prom` shows kubelet's. A
+/// completed fsGroup pass is `success`, a cancelled one `fail-unknown`; a skip and a dry run
+/// are not kubelet operations and are not observed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_kubelets_exposition() {
+    const NAME: &str = "storage_operation_duration_seconds";
+    const PLUGIN: &str = "kubernetes.io/csi:ebs.csi.aws.com";
+    let kubelet = text_family(
+        &std::fs::read_to_string(fixture("metrics/kubelet-storage-operation.prom")).unwrap(),
+        NAME,
+    );
+    assert_eq!(kubelet.series.len(), 2, "the fixture: {kubelet:?}");
+
+    let fs = Mounted::tmpfs();
+    let small = fs.path().join("small");
+    make_volume(&small, 2, 10);
+    let big = big_volume(&fs);
+    let agent = Agent::start(fs.path(), &ONE_SLOW_WALKER);
+    let mut client = agent.client().await;
+    let (status, before) = http_get(agent.metrics, "/metrics");
+    assert_eq!(status, 200);
+    let empty = text_family(&before, NAME);
+    assert_eq!(
+        (&empty.help, &empty.kind),
+        (&kubelet.help, &kubelet.kind),
+        "HELP and TYPE before any operation"
+    );
+    assert!(empty.series.is_empty());
+
+    let with_plugin = |path: &Path, policy| proto::PrepareRequest {
+        volume_plugin: PLUGIN.into(),
+        ..fs_group(path, 2000, policy)
+    };
+    let done = prepare(
+        &mut client,
+        with_plugin(&small, proto::ChangePolicy::OnRootMismatch),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result_of(&done).outcome(), proto::Outcome::Complete);
+    let skipped = prepare(
+        &mut client,
+        with_plugin(&small, proto::ChangePolicy::OnRootMismatch),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result_of(&skipped).outcome(), proto::Outcome::Skipped);
+    let dry = prepare(
+        &mut client,
+        proto::PrepareRequest {
+            dry_run: true,
+            ..with_plugin(&small, proto::ChangePolicy::Always)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(result_of(&dry).outcome(), proto::Outcome::Complete);
+    let (job, mut stream) =
+        walk_started(&mut client, with_plugin(&big, proto::ChangePolicy::Always)).await;
+    client
+        .cancel(proto::CancelRequest {
+            job_id: job,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    while stream.message().await.unwrap().is_some() {}
+
+    let mut raw = String::new();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", agent.metrics)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, text) = raw.split_once("\r\n\r\n").expect("headers, then the body");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "Prometheus's text format, as kubelet serves it: {head}"
+    );
+    let ours = text_family(&text, NAME);
+    assert_eq!(ours.help, kubelet.help);
+    assert_eq!(ours.kind, kubelet.kind);
+    let keys = |f: &Family| f.series.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        keys(&ours),
+        keys(&kubelet),
+        "the series: label names, values and order"
+    );
+    for ((_, theirs), (_, mine)) in kubelet.series.iter().zip(&ours.series) {
+        let shape = |samples: &[(String, Vec<String>, Option<String>, String)]| {
+            samples
+                .iter()
+                .map(|(suffix, names, le, _)| (suffix.clone(), names.clone(), le.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shape(mine),
+            shape(theirs),
+            "suffixes, label names, le values"
+        );
+    }
+    let count = |status: &str| {
+        sample(
+            &text,
+            &format!("{NAME}_count{{migrated=\"false\",operation_name=\"volume_apply_access_control\",status=\"{status}\",volume_plugin=\"{PLUGIN}\"}}"),
+        )
+    };
+    assert_eq!(
+        count("success"),
+        1.0,
+        "the walk, not the skip or the dry run"
+    );
+    assert_eq!(count("fail-unknown"), 1.0, "the cancelled walk");
+    // volsec's own metrics carry its prefix, and count every job.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            line.starts_with(NAME) || line.starts_with("volsec_"),
+            "a metric outside kubelet's name and the volsec_ prefix: {line}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "volsec_job_duration_seconds_count{work=\"fs_group\",result=\"cancelled\"}"
+        ),
+        1.0
+    );
 }
