@@ -20,6 +20,7 @@ mod bench_run;
 mod bench_tree;
 mod csi_probe;
 mod csi_proxy;
+mod json_schema;
 mod kubelet_conformance;
 mod layout;
 mod man_completions;
