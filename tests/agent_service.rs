@@ -726,13 +726,14 @@ fn the_client_streams_progress_and_kubelets_slow_pass_messages() {
         "--threads",
         "1",
         "--progress-interval",
-        "50ms",
+        "20ms",
         "--slow-after",
-        "100ms",
+        "50ms",
         "--slow-every",
-        "200ms",
+        "100ms",
     ];
     let agent = Agent::start(fs.path(), &args);
+    // JSON: one document when the job ends, with the warnings the call saw.
     let out = succeeds(
         volsec()
             .arg("client")
@@ -741,28 +742,13 @@ fn the_client_streams_progress_and_kubelets_slow_pass_messages() {
             .args(["--output", "json", "prepare", "--fs-group", "2000"])
             .arg(&vol),
     );
-    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
-    assert_eq!(events[0]["event"], "accepted");
-    let progress: Vec<_> = events.iter().filter(|e| e["event"] == "progress").collect();
-    assert!(progress.len() >= 3, "too few progress events: {events:?}");
-    let visited: Vec<u64> = progress
-        .iter()
-        .map(|p| p["visited"].as_u64().unwrap())
-        .collect();
-    assert!(visited.windows(2).all(|w| w[0] <= w[1]), "{visited:?}");
-    assert!(progress
-        .iter()
-        .any(|p| p["inodes_per_second"].as_u64().unwrap() > 0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
 
     let dir = "0f1e-uid/volumes/kubernetes.io~empty-dir/data";
-    let warnings: Vec<_> = events.iter().filter(|e| e["event"] == "warning").collect();
+    let warnings = doc["warnings"].as_array().expect("warnings");
     assert!(
         warnings.len() >= 3,
-        "expected kubelet's slow-pass messages: {events:?}"
+        "expected kubelet's slow-pass messages: {doc:#}"
     );
     assert_eq!(
         warnings[0]["message"],
@@ -781,11 +767,35 @@ fn the_client_streams_progress_and_kubelets_slow_pass_messages() {
         format!("Setting volume ownership for {dir}, processed {n} files.")
     );
 
-    let last = events.last().unwrap();
-    assert_eq!(last["event"], "result");
-    assert_eq!(last["outcome"], "complete");
-    assert_eq!(last["visited"], 50_101);
+    assert!(doc["job_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(doc["outcome"], "complete");
+    assert_eq!(doc["visited"], 50_101);
     assert_eq!(gid_mode(&vol), (2000, 0o2775));
+
+    // Text: progress lines as they come, their counts rising.
+    let out = succeeds(
+        volsec()
+            .arg("client")
+            .arg("--socket")
+            .arg(agent.socket())
+            .args(["prepare", "--fs-group", "2001"])
+            .arg(&vol),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let visited: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once(": ")?
+                .1
+                .split_once(" inodes, ")?
+                .0
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(visited.len() >= 3, "too few progress lines: {text}");
+    assert!(visited.windows(2).all(|w| w[0] <= w[1]), "{visited:?}");
+    assert_eq!(gid_mode(&vol), (2001, 0o2775));
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -1015,13 +1025,16 @@ async fn plan_refuses_another_driver_s_socket_as_volsec_plan_does() {
     driver.stop().await;
 }
 
+/// One sample line: (suffix, label names in order, `le`, value).
+type Sample = (String, Vec<String>, Option<String>, String);
+
 /// A family in Prometheus's text format: its HELP and TYPE lines, and per series (the
-/// labels but `le`, as written) the samples in order: (suffix, label names, `le`, value).
+/// labels but `le`, as written) the samples in order.
 #[derive(Debug, Default)]
 struct Family {
     help: Option<String>,
     kind: Option<String>,
-    series: Vec<(String, Vec<(String, Vec<String>, Option<String>, String)>)>,
+    series: Vec<(String, Vec<Sample>)>,
 }
 
 /// Reads the family `name` out of an exposition, keeping the order of everything.
@@ -1145,7 +1158,7 @@ async fn metrics_match_kubelets_exposition() {
             .contains("content-type: text/plain; version=0.0.4"),
         "Prometheus's text format, as kubelet serves it: {head}"
     );
-    let ours = text_family(&text, NAME);
+    let ours = text_family(text, NAME);
     assert_eq!(ours.help, kubelet.help);
     assert_eq!(ours.kind, kubelet.kind);
     let keys = |f: &Family| f.series.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
@@ -1155,7 +1168,7 @@ async fn metrics_match_kubelets_exposition() {
         "the series: label names, values and order"
     );
     for ((_, theirs), (_, mine)) in kubelet.series.iter().zip(&ours.series) {
-        let shape = |samples: &[(String, Vec<String>, Option<String>, String)]| {
+        let shape = |samples: &[Sample]| {
             samples
                 .iter()
                 .map(|(suffix, names, le, _)| (suffix.clone(), names.clone(), le.clone()))
@@ -1169,7 +1182,7 @@ async fn metrics_match_kubelets_exposition() {
     }
     let count = |status: &str| {
         sample(
-            &text,
+            text,
             &format!("{NAME}_count{{migrated=\"false\",operation_name=\"volume_apply_access_control\",status=\"{status}\",volume_plugin=\"{PLUGIN}\"}}"),
         )
     };
@@ -1188,7 +1201,7 @@ async fn metrics_match_kubelets_exposition() {
     }
     assert_eq!(
         sample(
-            &text,
+            text,
             "volsec_job_duration_seconds_count{work=\"fs_group\",result=\"cancelled\"}"
         ),
         1.0
