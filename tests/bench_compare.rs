@@ -369,6 +369,23 @@ fn busy_machines_are_warned_about_and_sub_millisecond_rows_shown_as_times() {
         .output()
         .unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("docs/schemas/bench-results.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let errors: Vec<String> = jsonschema::draft202012::new(&schema)
+        .unwrap()
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "docs/schemas/bench-results.json: {errors:?}"
+    );
     assert_eq!(doc["warnings"].as_array().map(Vec::len), Some(1));
     assert_eq!(doc["ratios"][0]["volsec_median_s"], 0.000_05);
     assert_eq!(
