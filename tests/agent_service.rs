@@ -149,7 +149,7 @@ pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of one sample line in an OpenMetrics exposition.
+/// The value of one sample line in a Prometheus text exposition.
 fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
@@ -671,21 +671,25 @@ async fn metrics_health_and_readiness_over_http_and_grpc() {
     assert_eq!(http_get(agent.metrics, "/readyz").0, 200);
     let (status, m) = http_get(agent.metrics, "/metrics");
     assert_eq!(status, 200);
-    let op = "operation_name=\"volume_fsgroup_recursive_apply\"";
+    // kubelet's metric: the walk, not the skip (kubelet returns before its hook).
     assert_eq!(
         sample(
             &m,
-            &format!("storage_operation_duration_seconds_count{{{op},result=\"success\"}}")
+            "storage_operation_duration_seconds_count{migrated=\"false\",operation_name=\"volume_apply_access_control\",status=\"success\",volume_plugin=\"UnknownVolumePlugin\"}"
         ),
         1.0
     );
-    assert_eq!(
-        sample(
-            &m,
-            &format!("storage_operation_duration_seconds_count{{{op},result=\"skipped\"}}")
-        ),
-        1.0
-    );
+    for result in ["complete", "skipped"] {
+        assert_eq!(
+            sample(
+                &m,
+                &format!(
+                    "volsec_job_duration_seconds_count{{work=\"fs_group\",result=\"{result}\"}}"
+                )
+            ),
+            1.0
+        );
+    }
     assert_eq!(sample(&m, "volsec_inodes_total{result=\"changed\"}"), 23.0);
     assert_eq!(sample(&m, "volsec_inodes_total{result=\"failed\"}"), 0.0);
     assert_eq!(
@@ -718,17 +722,20 @@ fn the_client_streams_progress_and_kubelets_slow_pass_messages() {
     let pods = fs.subdir("pods");
     let vol = pods.join("0f1e-uid/volumes/kubernetes.io~empty-dir/data");
     make_volume(&vol, 100, 500);
+    // Intervals far below the walk's length (about 150 ms here, one thread): three slow-pass
+    // messages and three progress lines come however fast the machine walks.
     let args = [
         "--threads",
         "1",
         "--progress-interval",
-        "50ms",
+        "5ms",
         "--slow-after",
-        "100ms",
+        "10ms",
         "--slow-every",
-        "200ms",
+        "20ms",
     ];
     let agent = Agent::start(fs.path(), &args);
+    // JSON: one document when the job ends, with the warnings the call saw.
     let out = succeeds(
         volsec()
             .arg("client")
@@ -737,28 +744,13 @@ fn the_client_streams_progress_and_kubelets_slow_pass_messages() {
             .args(["--output", "json", "prepare", "--fs-group", "2000"])
             .arg(&vol),
     );
-    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
-    assert_eq!(events[0]["event"], "accepted");
-    let progress: Vec<_> = events.iter().filter(|e| e["event"] == "progress").collect();
-    assert!(progress.len() >= 3, "too few progress events: {events:?}");
-    let visited: Vec<u64> = progress
-        .iter()
-        .map(|p| p["visited"].as_u64().unwrap())
-        .collect();
-    assert!(visited.windows(2).all(|w| w[0] <= w[1]), "{visited:?}");
-    assert!(progress
-        .iter()
-        .any(|p| p["inodes_per_second"].as_u64().unwrap() > 0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
 
     let dir = "0f1e-uid/volumes/kubernetes.io~empty-dir/data";
-    let warnings: Vec<_> = events.iter().filter(|e| e["event"] == "warning").collect();
+    let warnings = doc["warnings"].as_array().expect("warnings");
     assert!(
         warnings.len() >= 3,
-        "expected kubelet's slow-pass messages: {events:?}"
+        "expected kubelet's slow-pass messages: {doc:#}"
     );
     assert_eq!(
         warnings[0]["message"],
@@ -777,11 +769,35 @@ fn the_client_streams_progress_and_kubelets_slow_pass_messages() {
         format!("Setting volume ownership for {dir}, processed {n} files.")
     );
 
-    let last = events.last().unwrap();
-    assert_eq!(last["event"], "result");
-    assert_eq!(last["outcome"], "complete");
-    assert_eq!(last["visited"], 50_101);
+    assert!(doc["job_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(doc["outcome"], "complete");
+    assert_eq!(doc["visited"], 50_101);
     assert_eq!(gid_mode(&vol), (2000, 0o2775));
+
+    // Text: progress lines as they come, their counts rising.
+    let out = succeeds(
+        volsec()
+            .arg("client")
+            .arg("--socket")
+            .arg(agent.socket())
+            .args(["prepare", "--fs-group", "2001"])
+            .arg(&vol),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let visited: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once(": ")?
+                .1
+                .split_once(" inodes, ")?
+                .0
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(visited.len() >= 3, "too few progress lines: {text}");
+    assert!(visited.windows(2).all(|w| w[0] <= w[1]), "{visited:?}");
+    assert_eq!(gid_mode(&vol), (2001, 0o2775));
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -870,10 +886,31 @@ async fn plan_answers_as_volsec_plan_does_and_its_prepare_carries_it_out() {
     );
 }
 
+/// Waits until the agent lists `n` jobs (a call's job is listed once the agent has taken it),
+/// so a test goes on as soon as a call is in, not after a guessed sleep.
+async fn jobs_listed(client: &mut Client, n: usize) {
+    for _ in 0..500 {
+        let jobs = client
+            .list(proto::ListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs;
+        if jobs.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the agent never listed {n} jobs");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_queued_behind_a_cancelled_one_still_waits_for_the_running_one() {
     let fs = Mounted::tmpfs();
-    let vol = big_volume(&fs);
+    // Three times the usual volume: the first walk must outlast two calls queueing behind
+    // it and a cancel (at 330,000 inodes/s here, 50,101 inodes left no room to spare).
+    let vol = fs.path().join("bigger");
+    make_volume(&vol, 300, 500);
     let agent = Agent::start(fs.path(), &ONE_SLOW_WALKER);
     let mut client = agent.client().await;
     let (running, first) = walk_started(
@@ -885,11 +922,11 @@ async fn a_job_queued_behind_a_cancelled_one_still_waits_for_the_running_one() {
     let mut c = client.clone();
     let second_req = fs_group(&vol, 3000, proto::ChangePolicy::Always);
     let second = tokio::spawn(async move { prepare(&mut c, second_req).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    jobs_listed(&mut client, 2).await;
     let mut c = client.clone();
     let third_req = fs_group(&vol, 4000, proto::ChangePolicy::Always);
     let third = tokio::spawn(async move { prepare(&mut c, third_req).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    jobs_listed(&mut client, 3).await;
 
     let jobs = client
         .list(proto::ListRequest {})
@@ -1009,4 +1046,187 @@ async fn plan_refuses_another_driver_s_socket_as_volsec_plan_does() {
         plan.warnings
     );
     driver.stop().await;
+}
+
+/// One sample line: (suffix, label names in order, `le`, value).
+type Sample = (String, Vec<String>, Option<String>, String);
+
+/// A family in Prometheus's text format: its HELP and TYPE lines, and per series (the
+/// labels but `le`, as written) the samples in order.
+#[derive(Debug, Default)]
+struct Family {
+    help: Option<String>,
+    kind: Option<String>,
+    series: Vec<(String, Vec<Sample>)>,
+}
+
+/// Reads the family `name` out of an exposition, keeping the order of everything.
+fn text_family(text: &str, name: &str) -> Family {
+    let mut f = Family::default();
+    for line in text.lines() {
+        if let Some(help) = line.strip_prefix(&format!("# HELP {name} ")) {
+            f.help = Some(help.to_string());
+        } else if let Some(kind) = line.strip_prefix(&format!("# TYPE {name} ")) {
+            f.kind = Some(kind.to_string());
+        } else if let Some(rest) = line.strip_prefix(name) {
+            let (suffix, rest) = rest.split_once('{').expect("a sample with labels");
+            let (labels, value) = rest.rsplit_once("} ").expect("labels, then the value");
+            let mut names = Vec::new();
+            let mut le = None;
+            let mut series = Vec::new();
+            // Label values here hold no `","`: split at the pairs.
+            for pair in labels.split("\",") {
+                let (label, value) = pair.split_once("=\"").expect("name=\"value\"");
+                let value = value.trim_end_matches('"');
+                names.push(label.to_string());
+                if label == "le" {
+                    le = Some(value.to_string());
+                } else {
+                    series.push(format!("{label}={value}"));
+                }
+            }
+            let key = series.join(",");
+            let sample = (suffix.to_string(), names, le, value.to_string());
+            match f.series.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, samples)) => samples.push(sample),
+                None => f.series.push((key, vec![sample])),
+            }
+        }
+    }
+    f
+}
+
+/// The agent's `storage_operation_duration_seconds`, scraped over HTTP from the running
+/// process, has kubelet's exposition: the HELP and TYPE lines, the label names in kubelet's
+/// order, the buckets as kubelet spells them, the operation name and status values, each
+/// series exactly as `fixtures/metrics/kubelet-storage-operation.prom` shows kubelet's. A
+/// completed fsGroup pass is `success`, a cancelled one `fail-unknown`; a skip and a dry run
+/// are not kubelet operations and are not observed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_kubelets_exposition() {
+    const NAME: &str = "storage_operation_duration_seconds";
+    const PLUGIN: &str = "kubernetes.io/csi:ebs.csi.aws.com";
+    let kubelet = text_family(
+        &std::fs::read_to_string(fixture("metrics/kubelet-storage-operation.prom")).unwrap(),
+        NAME,
+    );
+    assert_eq!(kubelet.series.len(), 2, "the fixture: {kubelet:?}");
+
+    let fs = Mounted::tmpfs();
+    let small = fs.path().join("small");
+    make_volume(&small, 2, 10);
+    let big = big_volume(&fs);
+    let agent = Agent::start(fs.path(), &ONE_SLOW_WALKER);
+    let mut client = agent.client().await;
+    let (status, before) = http_get(agent.metrics, "/metrics");
+    assert_eq!(status, 200);
+    let empty = text_family(&before, NAME);
+    assert_eq!(
+        (&empty.help, &empty.kind),
+        (&kubelet.help, &kubelet.kind),
+        "HELP and TYPE before any operation"
+    );
+    assert!(empty.series.is_empty());
+
+    let with_plugin = |path: &Path, policy| proto::PrepareRequest {
+        volume_plugin: PLUGIN.into(),
+        ..fs_group(path, 2000, policy)
+    };
+    let done = prepare(
+        &mut client,
+        with_plugin(&small, proto::ChangePolicy::OnRootMismatch),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result_of(&done).outcome(), proto::Outcome::Complete);
+    let skipped = prepare(
+        &mut client,
+        with_plugin(&small, proto::ChangePolicy::OnRootMismatch),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result_of(&skipped).outcome(), proto::Outcome::Skipped);
+    let dry = prepare(
+        &mut client,
+        proto::PrepareRequest {
+            dry_run: true,
+            ..with_plugin(&small, proto::ChangePolicy::Always)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(result_of(&dry).outcome(), proto::Outcome::Complete);
+    let (job, mut stream) =
+        walk_started(&mut client, with_plugin(&big, proto::ChangePolicy::Always)).await;
+    client
+        .cancel(proto::CancelRequest {
+            job_id: job,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    while stream.message().await.unwrap().is_some() {}
+
+    let mut raw = String::new();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", agent.metrics)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, text) = raw.split_once("\r\n\r\n").expect("headers, then the body");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "Prometheus's text format, as kubelet serves it: {head}"
+    );
+    let ours = text_family(text, NAME);
+    assert_eq!(ours.help, kubelet.help);
+    assert_eq!(ours.kind, kubelet.kind);
+    let keys = |f: &Family| f.series.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        keys(&ours),
+        keys(&kubelet),
+        "the series: label names, values and order"
+    );
+    for ((_, theirs), (_, mine)) in kubelet.series.iter().zip(&ours.series) {
+        let shape = |samples: &[Sample]| {
+            samples
+                .iter()
+                .map(|(suffix, names, le, _)| (suffix.clone(), names.clone(), le.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shape(mine),
+            shape(theirs),
+            "suffixes, label names, le values"
+        );
+    }
+    let count = |status: &str| {
+        sample(
+            text,
+            &format!("{NAME}_count{{migrated=\"false\",operation_name=\"volume_apply_access_control\",status=\"{status}\",volume_plugin=\"{PLUGIN}\"}}"),
+        )
+    };
+    assert_eq!(
+        count("success"),
+        1.0,
+        "the walk, not the skip or the dry run"
+    );
+    assert_eq!(count("fail-unknown"), 1.0, "the cancelled walk");
+    // volsec's own metrics carry its prefix, and count every job.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            line.starts_with(NAME) || line.starts_with("volsec_"),
+            "a metric outside kubelet's name and the volsec_ prefix: {line}"
+        );
+    }
+    assert_eq!(
+        sample(
+            text,
+            "volsec_job_duration_seconds_count{work=\"fs_group\",result=\"cancelled\"}"
+        ),
+        1.0
+    );
 }

@@ -66,6 +66,7 @@ fn run_of(rows: Vec<Row>) -> Results {
         rows,
         ratios: vec![],
         total_seconds: 1.0,
+        warnings: vec![],
     }
 }
 
@@ -287,4 +288,120 @@ fn each_row_is_measured_against_the_baseline_of_its_own_scenario() {
         .find(|r| r.key.contains("on-root-mismatch/volsec"))
         .unwrap();
     assert_eq!(skip.unit, "s", "a baseline of microseconds is no yardstick");
+}
+
+/// A machine busier than its CPUs at the start is warned about and recorded; an
+/// OnRootMismatch pass (under a millisecond) is shown by its times, not as "0.02x" or a
+/// rate of hundreds of millions of inodes per second; a document written before these
+/// fields existed still loads.
+#[test]
+fn busy_machines_are_warned_about_and_sub_millisecond_rows_shown_as_times() {
+    assert!(results::busy_warning("3.50 2.00 1.00 3/200 999", 2)
+        .is_some_and(|w| w.contains("3.50") && w.contains("(2)")));
+    assert_eq!(results::busy_warning("1.99 9.00 9.00 1/1 1", 2), None);
+
+    let mut run = run_of(
+        ["kubelet"]
+            .iter()
+            .flat_map(|shape| {
+                [
+                    row(shape, "on-root-mismatch", "volsec", &[0.000_05; 3]),
+                    row(shape, "on-root-mismatch", "kubelet-serial", &[0.002; 3]),
+                    row(shape, "ownership-all", "volsec", &[1.0; 3]),
+                    row(shape, "ownership-all", "kubelet-serial", &[3.0; 3]),
+                ]
+            })
+            .collect(),
+    );
+    run.warnings = results::busy_warning("5.0 1 1 1/1 1", 2)
+        .into_iter()
+        .collect();
+    run.ratios = ["on-root-mismatch", "ownership-all"]
+        .iter()
+        .map(|scenario| {
+            let median = |implementation: &str| {
+                run.rows
+                    .iter()
+                    .find(|r| r.scenario == *scenario && r.implementation == implementation)
+                    .unwrap()
+                    .median_s
+            };
+            results::Ratio {
+                shape: "kubelet".into(),
+                inodes: 200_000,
+                scenario: scenario.to_string(),
+                threads: 2,
+                cold: false,
+                baseline: "kubelet-serial".into(),
+                speedup: median("kubelet-serial") / median("volsec"),
+                volsec_median_s: Some(median("volsec")),
+                baseline_median_s: Some(median("kubelet-serial")),
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.json");
+    run.save(&file).unwrap();
+
+    let out = volsec()
+        .args(["bench", "report"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        md.contains("**Warning:** the load average at start (5.00)"),
+        "{md}"
+    );
+    assert!(md.contains("| 2.0 ms vs 50 µs (volsec) |"), "{md}");
+    assert!(md.contains("| 3.00x |"), "a walk keeps its ratio: {md}");
+    assert!(!md.contains("40.00x"), "{md}");
+    assert!(md.contains("- (did not walk)"), "{md}");
+    assert!(
+        !md.contains("4,000,000,000") && !md.contains("100,000,000"),
+        "no rate for a pass that did not walk: {md}"
+    );
+
+    let out = volsec()
+        .args(["bench", "report", "--output", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("docs/schemas/bench-results.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let errors: Vec<String> = jsonschema::draft202012::new(&schema)
+        .unwrap()
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "docs/schemas/bench-results.json: {errors:?}"
+    );
+    assert_eq!(doc["warnings"].as_array().map(Vec::len), Some(1));
+    assert_eq!(doc["ratios"][0]["volsec_median_s"], 0.000_05);
+    assert_eq!(
+        doc["ratios"][0]["speedup"], 40.0,
+        "the existing field is kept"
+    );
+
+    // Written before the warnings and the medians existed: still read.
+    let mut old: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("warnings");
+    for q in old["ratios"].as_array_mut().unwrap() {
+        q.as_object_mut().unwrap().remove("volsec_median_s");
+        q.as_object_mut().unwrap().remove("baseline_median_s");
+    }
+    std::fs::write(&file, old.to_string()).unwrap();
+    let loaded = Results::load(&file).unwrap();
+    assert!(loaded.warnings.is_empty() && loaded.ratios[0].volsec_median_s.is_none());
 }

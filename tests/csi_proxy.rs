@@ -482,7 +482,7 @@ async fn stage_publish_unpublish_unstage_with_unknown_fields_intact() {
         .unwrap();
     assert_eq!(driver.received_for(UNSTAGE)[0].bytes, unstage);
 
-    let ok = "storage_operation_duration_seconds_count{volume_plugin=\"kubernetes.io/csi:fake.csi.volsec.io\",operation_name=\"volume_apply_access_control\",status=\"success\",migrated=\"false\"}";
+    let ok = "storage_operation_duration_seconds_count{migrated=\"false\",operation_name=\"volume_apply_access_control\",status=\"success\",volume_plugin=\"kubernetes.io/csi:fake.csi.volsec.io\"}";
     assert_eq!(
         proxy.metric(ok),
         Some(1.0),

@@ -23,6 +23,7 @@ mod csi_probe;
 mod csi_proxy;
 mod flag_bounds;
 mod init_container;
+mod json_schema;
 mod kubelet_conformance;
 mod layout;
 mod man_completions;

@@ -55,6 +55,7 @@ pub fn kubelet_ownership(
             dev: 0,
             ino: 0,
             mnt_id: 0,
+            nlink: meta.nlink() as u32,
         };
         if meta.is_dir() && ownership.root_matches(&stat) {
             return Ok(BaselineCount {

@@ -137,6 +137,13 @@ pub fn run(config: &Config) -> io::Result<Results> {
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let loadavg_start = loadavg();
+    let warnings: Vec<String> = results::busy_warning(&loadavg_start, cpus)
+        .into_iter()
+        .collect();
+    for w in &warnings {
+        // Printed even with --quiet: it says how far to trust what follows.
+        eprintln!("warning: {w}");
+    }
     let mut filesystem = shared.as_ref().map(|s| s.description.clone());
     let mut rows = Vec::new();
     for spec in config.specs() {
@@ -207,6 +214,7 @@ pub fn run(config: &Config) -> io::Result<Results> {
         rows,
         ratios,
         total_seconds: started.elapsed().as_secs_f64(),
+        warnings,
     };
     Ok(results)
 }
@@ -616,6 +624,8 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
                 cold: v.cold,
                 baseline: b.implementation.clone(),
                 speedup: b.median_s / v.median_s,
+                volsec_median_s: Some(v.median_s),
+                baseline_median_s: Some(b.median_s),
             });
         }
     }

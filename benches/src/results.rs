@@ -24,6 +24,10 @@ pub struct Results {
     /// How many times faster volsec was than each baseline, per scenario.
     pub ratios: Vec<Ratio>,
     pub total_seconds: f64,
+    /// What makes the numbers less trustworthy, as printed when the run started: a load
+    /// average above the CPU count. Absent in documents written before it existed.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// The facts a number depends on.
@@ -95,6 +99,28 @@ pub struct Ratio {
     pub baseline: String,
     /// How many times faster volsec was (> 1: volsec faster).
     pub speedup: f64,
+    /// The two medians the speedup divides, in seconds: a pass under a millisecond
+    /// (OnRootMismatch) is shown by its times, its ratio being mostly timer and process
+    /// noise. Absent in documents written before they existed.
+    #[serde(default)]
+    pub volsec_median_s: Option<f64>,
+    #[serde(default)]
+    pub baseline_median_s: Option<f64>,
+}
+
+/// Below this median (seconds) a pass is shown by its times, not by a ratio or a rate: it
+/// did not walk the tree, and a ratio of two sub-millisecond times says little.
+pub const SUB_MILLISECOND: f64 = 1e-3;
+
+/// The warning for a machine busier than its CPUs when the run starts: `loadavg` is
+/// `/proc/loadavg`'s text. `None` when the 1-minute load is at most `cpus`.
+pub fn busy_warning(loadavg: &str, cpus: usize) -> Option<String> {
+    let load: f64 = loadavg.split_whitespace().next()?.parse().ok()?;
+    (load > cpus as f64).then(|| {
+        format!(
+            "the load average at start ({load:.2}) exceeds the CPU count ({cpus}): other work competes for the CPUs, so these numbers are noisy and slower than the machine can do"
+        )
+    })
 }
 
 /// The key that names a row identically in every run.

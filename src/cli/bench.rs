@@ -210,6 +210,23 @@ enum ReportFormat {
     Json,
 }
 
+impl Args {
+    /// The format asked for stdout, so a refusal is printed in it too.
+    pub fn output(&self) -> super::output::Format {
+        use super::output::Format;
+        let format = match &self.command {
+            Command::Run(a) => a.output,
+            Command::Compare(a) => a.output,
+            Command::Report(a) => a.output,
+            Command::Pass(_) => ReportFormat::Json,
+        };
+        match format {
+            ReportFormat::Json => Format::Json,
+            ReportFormat::Markdown => Format::Text,
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<Exit, Refusal> {
     match args.command {
         Command::Run(a) => run_suite(a),

@@ -44,8 +44,8 @@ pub struct Args {
     )]
     pub socket: PathBuf,
 
-    /// Output format: text for people; json prints one JSON object per line (for prepare,
-    /// one per event, the result last).
+    /// Output format: text for people; json prints one JSON document (for prepare, the
+    /// result: `volsec apply`'s document with the job's id, when it is done).
     #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
     pub output: Format,
 
@@ -115,6 +115,10 @@ pub struct PrepareArgs {
     /// Walk into nested mount points.
     #[arg(long)]
     pub cross_mounts: bool,
+    /// kubelet's name of the volume's plugin, the `volume_plugin` label of kubelet's
+    /// storage_operation_duration_seconds (e.g. kubernetes.io/csi:ebs.csi.aws.com).
+    #[arg(long, value_name = "NAME")]
+    pub volume_plugin: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -210,14 +214,23 @@ async fn prepare(
         ignore_unsupported_labels: p.job.ignore_unsupported,
         dry_run: p.dry_run,
         cross_mounts: p.cross_mounts,
+        volume_plugin: p.volume_plugin.unwrap_or_default(),
     };
     let mut stream = client.prepare(request.clone()).await?.into_inner();
+    let mut seen = Seen::default();
     while let Some(ev) = stream.message().await? {
         match format {
-            Format::Json => out!("{}", event_json(&ev)),
+            Format::Json => seen.add(&ev),
             Format::Text => print_event(&ev, &request),
         }
         if let Some(Event::Result(r)) = &ev.event {
+            if format == Format::Json {
+                out!(
+                    "{}",
+                    serde_json::to_string_pretty(&result_json(&ev.job_id, &request, r, seen))
+                        .expect("JSON")
+                );
+            }
             return Ok(match r.outcome() {
                 proto::Outcome::Complete | proto::Outcome::Skipped => Ok(Exit::Done),
                 // The result printed above says why.
@@ -289,43 +302,55 @@ fn progress_json(p: &proto::Progress) -> Value {
     })
 }
 
-/// One event as a JSON object: `{"job_id", "event": "accepted|progress|warning|result", ...}`.
-fn event_json(ev: &proto::PrepareEvent) -> Value {
-    let id = &ev.job_id;
-    match &ev.event {
-        Some(Event::Accepted(a)) => json!({
-            "job_id": id, "event": "accepted", "joined": a.joined,
-            "state": a.state().as_str_name(), "queued_behind": a.queued_behind,
-        }),
-        Some(Event::Progress(p)) => {
-            let mut v = progress_json(p);
-            v["job_id"] = json!(id);
-            v["event"] = json!("progress");
-            v
+/// What the events before the result said, for the JSON document: whether the call joined
+/// a running job, and kubelet's slow-pass warnings.
+#[derive(Default)]
+struct Seen {
+    joined: bool,
+    warnings: Vec<Value>,
+}
+
+impl Seen {
+    fn add(&mut self, ev: &proto::PrepareEvent) {
+        match &ev.event {
+            Some(Event::Accepted(a)) => self.joined = a.joined,
+            Some(Event::Warning(w)) => self.warnings.push(json!({
+                "reason": w.reason, "message": w.message, "pod_event": w.pod_event,
+                "processed": w.processed,
+            })),
+            _ => {}
         }
-        Some(Event::Warning(w)) => json!({
-            "job_id": id, "event": "warning", "reason": w.reason, "message": w.message,
-            "pod_event": w.pod_event, "processed": w.processed,
-        }),
-        Some(Event::Result(r)) => json!({
-            "job_id": id, "event": "result",
-            "outcome": r.outcome().as_str_name().trim_start_matches("OUTCOME_").to_lowercase(),
-            "visited": r.visited, "changed": r.changed, "unchanged": r.unchanged,
-            "failed": r.failed, "vanished": r.vanished, "skipped_mounts": r.skipped_mounts,
-            "errors": r.failures.iter().map(|f| json!({
-                "path": f.path, "op": f.op, "errno": f.errno, "message": f.message,
-            })).collect::<Vec<_>>(),
-            "nested_mounts": r.nested_mounts,
-            "skipped_reason": match r.skip_reason() {
-                proto::SkipReason::Unspecified => Value::Null,
-                proto::SkipReason::OnRootMismatch => json!("OnRootMismatch"),
-                proto::SkipReason::LabelsUnsupported => json!("LabelsUnsupported"),
-            },
-            "skip_message": r.skip_message, "labels_unsupported": r.labels_unsupported,
-            "error": r.error, "elapsed_ms": r.elapsed_ms,
-            "inodes_per_second": r.inodes_per_second, "threads": r.threads, "dry_run": r.dry_run,
-        }),
-        None => json!({ "job_id": id }),
+    }
+}
+
+/// The outcome as the reports spell it: `complete`, `partial`, `cancelled`, `skipped`,
+/// `refused`.
+fn outcome_word(outcome: proto::Outcome) -> String {
+    outcome
+        .as_str_name()
+        .trim_start_matches("OUTCOME_")
+        .to_lowercase()
+}
+
+/// The result as one document (`docs/schemas/client-prepare.json`): `volsec apply`'s
+/// document and the job's id, whether this call joined it and the warnings it saw; for a
+/// job that never walked (refused, or cancelled in the queue) the outcome and why.
+fn result_json(id: &str, request: &proto::PrepareRequest, r: &proto::Result, seen: Seen) -> Value {
+    let mut doc = match convert::report_from_result(request, r) {
+        Some(report) => serde_json::to_value(&report).expect("a report serializes"),
+        None => json!({ "outcome": outcome_word(r.outcome()), "error": r.error }),
+    };
+    doc["job_id"] = json!(id);
+    doc["joined"] = json!(seen.joined);
+    doc["warnings"] = json!(seen.warnings);
+    doc
+}
+
+/// The wire's fsGroupChangePolicy as Kubernetes spells it, as `volsec apply` reports it.
+fn policy_word(policy: proto::ChangePolicy) -> &'static str {
+    match policy {
+        proto::ChangePolicy::OnRootMismatch => "OnRootMismatch",
+        proto::ChangePolicy::Always | proto::ChangePolicy::Unspecified => "Always",
     }
 }
 
@@ -340,8 +365,9 @@ fn print_list(list: &proto::ListResponse, format: Format) {
                         "job_id": j.job_id, "path": j.path,
                         "state": j.state().as_str_name().trim_start_matches("JOB_STATE_").to_lowercase(),
                         "fs_group": j.fs_group, "read_only": j.read_only,
-                        "change_policy": j.change_policy().as_str_name(),
-                        "selinux_context": j.selinux_context, "dry_run": j.dry_run,
+                        "change_policy": policy_word(j.change_policy()),
+                        "selinux_context": Some(&j.selinux_context).filter(|c| !c.is_empty()),
+                        "dry_run": j.dry_run,
                         "callers": j.callers, "cancelling": j.cancelling,
                         "progress": j.progress.as_ref().map(progress_json),
                     })

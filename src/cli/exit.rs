@@ -39,7 +39,9 @@ impl Exit {
 ///
 /// Printed once, by `cli::main`, as one sentence on stderr (`volsec: ...`); when the
 /// subcommand was asked for `--output json`, also as a document on stdout, so a machine
-/// reading stdout learns why nothing was done: `{"error": "...", "outcome": "refused"}`.
+/// reading stdout learns why nothing was done: `{"outcome": "refused", "error": "..."}`
+/// (`docs/schemas/refusal.json`). `cli::main` knows every subcommand's format, so no
+/// refusal path can forget it.
 #[derive(Debug)]
 #[must_use]
 pub struct Refusal {
@@ -84,12 +86,13 @@ impl Refusal {
         self
     }
 
-    /// Prints the refusal: the document on stdout (JSON), the sentence on stderr.
-    pub fn print(&self) {
+    /// Prints the refusal: the document on stdout (JSON, when the subcommand's `format` or
+    /// [`Refusal::output`] says so), the sentence on stderr.
+    pub fn print(&self, format: Format) {
         let Some(message) = &self.message else {
             return;
         };
-        if self.json {
+        if self.json || format == Format::Json {
             let doc = serde_json::json!({ "outcome": "refused", "error": message });
             println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
         }

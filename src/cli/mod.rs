@@ -48,16 +48,53 @@ enum Command {
     Generate(generate::Args),
 }
 
+/// Whether the command line asks for `--output json` (read before the flags parse, for a
+/// refusal of the flags themselves).
+fn asked_for_json() -> bool {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter().any(|a| a == "--output=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--output" && w[1] == "json")
+}
+
+impl Command {
+    /// The output format the subcommand was asked for: with JSON, a refusal is a JSON
+    /// document on stdout too, so every `--output json` run prints exactly one document.
+    fn output(&self) -> output::Format {
+        match self {
+            Command::Apply(a) => a.run.output,
+            Command::Relabel(a) => a.run.output,
+            Command::MountOption(a) => a.output,
+            Command::Plan(a) => a.output,
+            Command::Client(a) => a.output,
+            Command::Bench(a) => a.output(),
+            Command::Serve(_) | Command::CsiProxy(_) | Command::Generate(_) => output::Format::Text,
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                Refusal::CODE
-            } else {
-                Exit::Done.code()
-            });
+            if !e.use_stderr() {
+                return ExitCode::from(Exit::Done.code());
+            }
+            // Refused flags: a caller that asked for JSON still gets one document.
+            if asked_for_json() {
+                let rendered = e.render().to_string();
+                let first = rendered.lines().next().unwrap_or_default();
+                let doc = serde_json::json!({
+                    "outcome": "refused",
+                    "error": first.strip_prefix("error: ").unwrap_or(first),
+                });
+                println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+            }
+            return ExitCode::from(Refusal::CODE);
         }
     };
     // The agent sets up its own logging (`--log-format`) and keeps SIGPIPE ignored.
@@ -72,6 +109,7 @@ pub fn main() -> ExitCode {
         }
         output::init_logging();
     }
+    let format = cli.command.output();
     let ended = match cli.command {
         Command::Apply(args) => apply::run(args),
         Command::Relabel(args) => relabel::run(args),
@@ -86,7 +124,7 @@ pub fn main() -> ExitCode {
     match ended {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(refusal) => {
-            refusal.print();
+            refusal.print(format);
             ExitCode::from(Refusal::CODE)
         }
     }

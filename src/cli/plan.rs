@@ -75,7 +75,8 @@ pub fn apply(args: &PodArgs, path: &Path, run: &RunArgs) -> Result<Exit, Refusal
                 Format::Json => println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
-                        "path": path,
+                        "path": path.to_string_lossy(),
+                        "path_bytes": volsec_core::walk::lossy::bytes_hex(path),
                         "outcome": "nothing_to_do",
                         "ownership": plan.ownership,
                         "selinux": plan.selinux,

@@ -8,8 +8,11 @@
 //! - [`csi`]: the CSI Node service as far as volsec needs it.
 //! - [`agent`]: the node agent's gRPC service, security, jobs and metrics.
 //! - [`node`]: the node facts a plan is decided from, for `volsec plan` and the agent.
+//! - [`kubelet_metric`]: kubelet's `storage_operation_duration_seconds`, for the agent and
+//!   the CSI proxy.
 
 pub mod agent;
 pub mod csi;
+pub mod kubelet_metric;
 pub mod node;
 pub mod proxy;

@@ -12,6 +12,7 @@ fn stat(kind: FileKind, perm: u32, gid: u32) -> Stat {
         dev: 1,
         ino: 1,
         mnt_id: 1,
+        nlink: 1,
     }
 }
 

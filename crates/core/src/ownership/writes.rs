@@ -204,6 +204,7 @@ mod tests {
             dev: 1,
             ino: 1,
             mnt_id: 1,
+            nlink: 1,
         }
     }
 

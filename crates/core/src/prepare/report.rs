@@ -131,8 +131,8 @@ impl fmt::Display for NotPermitted {
 /// The result of one pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// The volume's root.
-    #[serde(serialize_with = "lossy::path")]
+    /// The volume's root; in JSON `path` and `path_bytes` (see [`lossy`]).
+    #[serde(flatten, serialize_with = "lossy::path_with_bytes")]
     pub path: PathBuf,
     /// How the pass ended.
     pub outcome: PassOutcome,
@@ -141,9 +141,17 @@ pub struct Report {
     pub tally: Tally,
     /// The failures with their paths (capped; `failed` counts all).
     pub errors: Vec<Failure>,
-    /// The nested mount points that were left alone.
-    #[serde(serialize_with = "lossy::paths")]
+    /// The nested mount points that were left alone; in JSON `nested_mounts` and
+    /// `nested_mounts_bytes` (see [`lossy`]).
+    #[serde(flatten, serialize_with = "lossy::nested_mounts")]
     pub nested_mounts: Vec<PathBuf>,
+    /// Non-directories with more than one name (`st_nlink > 1`): a hard link whose other
+    /// names may lie outside the volume. Changed like any file, as kubelet does, so the
+    /// other names see the change. `None` when the pass read no attributes (relabel only).
+    pub hard_linked: Option<u64>,
+    /// Block and character device nodes: changed like any file, as kubelet does (their group
+    /// and mode, or label; never the device). `None` when the pass read no attributes.
+    pub devices: Option<u64>,
     /// Why no walk was needed, when the pass was skipped.
     pub skipped_reason: Option<SkipReason>,
     /// The relabel was dropped because the filesystem cannot store labels.
@@ -194,6 +202,8 @@ impl Report {
             tally,
             errors: progress.errors(),
             nested_mounts: progress.skipped_mounts(),
+            hard_linked: job.ownership.map(|_| progress.hard_linked()),
+            devices: job.ownership.map(|_| progress.devices()),
             skipped_reason,
             labels_unsupported: false,
             not_permitted: Vec::new(),
@@ -275,6 +285,13 @@ impl fmt::Display for Summary<'_> {
             r.threads,
             r.outcome
         )?;
+        let (links, devices) = (r.hard_linked.unwrap_or(0), r.devices.unwrap_or(0));
+        if links > 0 || devices > 0 {
+            writeln!(
+                f,
+                "  {links} hard-linked files, {devices} device nodes: treated as kubelet does, like any file"
+            )?;
+        }
         if r.labels_unsupported {
             writeln!(f, "  labels: {}", SkipReason::LabelsUnsupported)?;
         }

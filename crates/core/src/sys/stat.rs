@@ -58,6 +58,9 @@ pub struct Stat {
     pub ino: u64,
     /// The id of the mount the inode was reached through (before Linux 5.8, its device).
     pub mnt_id: u64,
+    /// Names the inode has (`st_nlink`): above 1 on a non-directory, a hard link whose other
+    /// names may lie outside the volume.
+    pub nlink: u32,
 }
 
 impl Stat {
@@ -72,6 +75,7 @@ const WANTED: StatxFlags = StatxFlags::TYPE
     .union(StatxFlags::UID)
     .union(StatxFlags::GID)
     .union(StatxFlags::INO)
+    .union(StatxFlags::NLINK)
     .union(StatxFlags::MNT_ID);
 
 fn from_statx(x: rustix::fs::Statx) -> Stat {
@@ -84,6 +88,7 @@ fn from_statx(x: rustix::fs::Statx) -> Stat {
         dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
         ino: x.stx_ino,
         mnt_id: mount_of(&x),
+        nlink: x.stx_nlink,
     }
 }
 

@@ -11,8 +11,9 @@ use std::sync::Mutex;
 /// One entry that could not be handled.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Failure {
-    /// The entry's path, for people; never used to reach it.
-    #[serde(serialize_with = "lossy::path")]
+    /// The entry's path, for people; never used to reach it. In JSON, `path` and its exact
+    /// bytes `path_bytes` (see [`lossy`]).
+    #[serde(flatten, serialize_with = "lossy::path_with_bytes")]
     pub path: PathBuf,
     /// The operation that failed (`chown`, `chmod`, `open`, `setxattr`, ...); owned only
     /// when the failure was read back from the agent's wire form.
@@ -24,9 +25,13 @@ pub struct Failure {
 }
 
 /// Paths in JSON reports. Names in a volume are the container's choice and need not be
-/// UTF-8; a report must never fail because of one, so invalid bytes become U+FFFD.
+/// UTF-8; a report must never fail because of one, so invalid bytes become U+FFFD in the
+/// string a person reads. Two names that differ only in their invalid bytes would then
+/// read the same, so beside each such string goes its exact bytes, in hex (`path_bytes`):
+/// `null` when the string is the path exactly (valid UTF-8), which it nearly always is.
 pub mod lossy {
-    use serde::Serializer;
+    use serde::ser::{SerializeMap, Serializer};
+    use std::os::unix::ffi::OsStrExt;
     use std::path::{Path, PathBuf};
 
     /// Serializes one path, lossily.
@@ -34,9 +39,38 @@ pub mod lossy {
         s.serialize_str(&path.to_string_lossy())
     }
 
-    /// Serializes a list of paths, lossily.
-    pub fn paths<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
+    /// The path's bytes in lowercase hex when it is not UTF-8; `None` when the string is
+    /// exact.
+    pub fn bytes_hex(path: &Path) -> Option<String> {
+        use std::fmt::Write as _;
+        path.to_str().is_none().then(|| {
+            path.as_os_str()
+                .as_bytes()
+                .iter()
+                .fold(String::new(), |mut hex, b| {
+                    let _ = write!(hex, "{b:02x}");
+                    hex
+                })
+        })
+    }
+
+    /// A flattened field: `"path"` (lossy) and `"path_bytes"` (exact, or `null`).
+    pub fn path_with_bytes<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("path", &path.to_string_lossy())?;
+        map.serialize_entry("path_bytes", &bytes_hex(path))?;
+        map.end()
+    }
+
+    /// A flattened field: `"nested_mounts"` (lossy) and `"nested_mounts_bytes"` (for each,
+    /// exact or `null`).
+    pub fn nested_mounts<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        let lossy: Vec<_> = paths.iter().map(|p| p.to_string_lossy()).collect();
+        let exact: Vec<_> = paths.iter().map(|p| bytes_hex(p)).collect();
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("nested_mounts", &lossy)?;
+        map.serialize_entry("nested_mounts_bytes", &exact)?;
+        map.end()
     }
 }
 
@@ -214,20 +248,29 @@ pub struct Progress {
     stopped: Mutex<Option<Failure>>,
     /// Whether `stopped` is set, read by every worker between entries.
     stopping: std::sync::atomic::AtomicBool,
+    /// Non-directories with more than one name, among the entries read with their
+    /// attributes.
+    hard_linked: AtomicU64,
+    /// Block and character device nodes, among the entries read with their attributes.
+    devices: AtomicU64,
     /// Workers in flight: the walk's thread count, or the most an adaptive walk reached.
     concurrency: AtomicU64,
 }
 
-/// A snapshot of [`Progress`].
+/// A snapshot of [`Progress`]. Every entry the walk meets is counted once in `visited` and
+/// once in exactly one of the others: `visited == changed + unchanged + failed + vanished +
+/// skipped_mounts`.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Tally {
-    /// Entries examined, the root included once it is.
+    /// Entries met, the root included once it is (each also counted in exactly one of the
+    /// fields below).
     pub visited: u64,
     /// Entries whose group, mode or label was written.
     pub changed: u64,
     /// Entries that were already right and were not written.
     pub unchanged: u64,
-    /// Entries that could not be examined or changed.
+    /// Entries that could not be examined or changed. A directory whose listing fails after
+    /// it was handled counts here once more, standing for its entries that were never met.
     pub failed: u64,
     /// Entries that disappeared while the pass ran (not failures).
     pub vanished: u64,
@@ -281,6 +324,28 @@ impl Progress {
 
     pub(crate) fn visit(&self) {
         self.visited.fetch_add(1, Relaxed);
+    }
+
+    /// Counts what kubelet treats like any file but deserves a word in the report: a hard
+    /// link (a non-directory with more than one name) and a device node.
+    pub(crate) fn note(&self, stat: &crate::sys::Stat) {
+        use crate::sys::FileKind;
+        if !stat.is_dir() && stat.nlink > 1 {
+            self.hard_linked.fetch_add(1, Relaxed);
+        }
+        if matches!(stat.kind, FileKind::BlockDevice | FileKind::CharDevice) {
+            self.devices.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Non-directories with more than one name met so far (see [`Progress::note`]).
+    pub fn hard_linked(&self) -> u64 {
+        self.hard_linked.load(Relaxed)
+    }
+
+    /// Device nodes met so far (see [`Progress::note`]).
+    pub fn devices(&self) -> u64 {
+        self.devices.load(Relaxed)
     }
 
     pub(crate) fn record(&self, visited: super::Visited) {

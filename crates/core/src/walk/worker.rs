@@ -462,6 +462,9 @@ impl<'r> Walk<'_, 'r> {
             self.progress.skip_mount(path);
             return false;
         }
+        if let Some(stat) = &stat {
+            self.progress.note(stat);
+        }
         let message_path = || dir.path.path_of(self.root_path, Some(name));
         self.apply(&Entry {
             parent: dir.fd(),
@@ -533,7 +536,10 @@ impl<'r> Walk<'_, 'r> {
         self.cross_mounts || stat.mnt_id == self.root_mnt
     }
 
+    /// An entry that failed before it was visited (or a directory's listing, standing for
+    /// the entries never met): counted as visited too, so every entry is counted once.
     fn fail(&self, dir: &Dir<'r>, name: Option<&CStr>, op: &'static str, err: &io::Error) {
+        self.progress.visit();
         let path = dir.path.path_of(self.root_path, name);
         self.progress.fail(Failure::new(path, op, err));
     }

@@ -3,7 +3,9 @@
 
 use super::proto;
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use tonic::Status;
 use volsec_core::ownership::ChangePolicy;
 use volsec_core::prepare::{Job, PassOutcome, Report, SkipReason};
@@ -30,8 +32,13 @@ pub fn policy_from_proto(value: i32) -> Result<ChangePolicy, Status> {
     }
 }
 
-/// The Prepare call that runs `job` on `path`, as the Plan RPC answers it.
-pub fn prepare_request(path: &str, job: &Job) -> proto::PrepareRequest {
+/// The Prepare call that runs `job` on `path`, as the Plan RPC answers it; `volume_plugin`
+/// is kubelet's name of the volume's plugin, when known.
+pub fn prepare_request(
+    path: &str,
+    job: &Job,
+    volume_plugin: Option<String>,
+) -> proto::PrepareRequest {
     proto::PrepareRequest {
         path: path.to_string(),
         fs_group: job.ownership.map(|o| o.fs_group),
@@ -45,6 +52,7 @@ pub fn prepare_request(path: &str, job: &Job) -> proto::PrepareRequest {
         ignore_unsupported_labels: job.ignore_unsupported_labels,
         dry_run: false,
         cross_mounts: false,
+        volume_plugin: volume_plugin.unwrap_or_default(),
     }
 }
 
@@ -86,6 +94,23 @@ fn skip_reason_from_proto(reason: proto::SkipReason) -> Option<SkipReason> {
     }
 }
 
+/// A path's exact bytes for the wire, when its string is lossy (not UTF-8); else empty.
+fn exact_bytes(path: &Path) -> Vec<u8> {
+    match path.to_str() {
+        Some(_) => Vec::new(),
+        None => path.as_os_str().as_bytes().to_vec(),
+    }
+}
+
+/// A path from the wire: its exact bytes when sent, else its string.
+fn path_from_wire(path: &str, bytes: &[u8]) -> PathBuf {
+    if bytes.is_empty() {
+        PathBuf::from(path)
+    } else {
+        PathBuf::from(OsString::from_vec(bytes.to_vec()))
+    }
+}
+
 /// The result message of a finished pass.
 pub fn result_from_report(r: &Report) -> proto::Result {
     let t = &r.tally;
@@ -105,6 +130,7 @@ pub fn result_from_report(r: &Report) -> proto::Result {
                 op: f.op.to_string(),
                 errno: f.errno.to_string(),
                 message: f.message.clone(),
+                path_bytes: exact_bytes(&f.path),
             })
             .collect(),
         nested_mounts: r
@@ -123,6 +149,16 @@ pub fn result_from_report(r: &Report) -> proto::Result {
         inodes_per_second: r.inodes_per_second,
         threads: r.threads as u32,
         dry_run: r.dry_run,
+        nested_mount_bytes: if r.nested_mounts.iter().all(|p| p.to_str().is_some()) {
+            Vec::new()
+        } else {
+            r.nested_mounts
+                .iter()
+                .map(|p| p.as_os_str().as_bytes().to_vec())
+                .collect()
+        },
+        hard_linked: r.hard_linked,
+        devices: r.devices,
     }
 }
 
@@ -151,14 +187,23 @@ pub fn report_from_result(request: &proto::PrepareRequest, r: &proto::Result) ->
             .failures
             .iter()
             .map(|f| Failure {
-                path: PathBuf::from(&f.path),
+                path: path_from_wire(&f.path, &f.path_bytes),
                 op: Cow::Owned(f.op.clone()),
                 // An agent of another version may name an errno this one does not know.
                 errno: f.errno.parse().unwrap_or(Errno::IO),
                 message: f.message.clone(),
             })
             .collect(),
-        nested_mounts: r.nested_mounts.iter().map(PathBuf::from).collect(),
+        nested_mounts: if r.nested_mount_bytes.len() == r.nested_mounts.len() {
+            r.nested_mount_bytes
+                .iter()
+                .map(|b| PathBuf::from(OsString::from_vec(b.clone())))
+                .collect()
+        } else {
+            r.nested_mounts.iter().map(PathBuf::from).collect()
+        },
+        hard_linked: r.hard_linked,
+        devices: r.devices,
         skipped_reason: skip_reason_from_proto(r.skip_reason()),
         labels_unsupported: r.labels_unsupported,
         not_permitted: Vec::new(),

@@ -15,7 +15,7 @@
 //! a slot: a call that skips answers at once even while every slot is walking.
 
 use super::convert::{self, policy_to_proto};
-use super::metrics::{JobResult, Metrics, Operation};
+use super::metrics::{JobEnd, JobResult, Metrics, Work};
 use super::proto::{self, prepare_event::Event, JobState, PrepareEvent};
 use super::slow::{self, SlowTimes};
 use std::collections::HashMap;
@@ -41,6 +41,8 @@ pub struct Request {
     pub ignore_unsupported_labels: bool,
     pub dry_run: bool,
     pub cross_mounts: bool,
+    /// kubelet's name of the volume's plugin, for kubelet's metric (`volume_plugin`).
+    pub volume_plugin: String,
 }
 
 impl Request {
@@ -53,16 +55,13 @@ impl Request {
         }
     }
 
-    /// kubelet's operation names for what this request does.
-    fn operations(&self) -> Vec<Operation> {
-        let mut ops = Vec::new();
-        if self.ownership.is_some() {
-            ops.push(Operation::volume_fsgroup_recursive_apply);
+    /// What this request does, as the metrics name it.
+    fn work(&self) -> Work {
+        match (self.ownership.is_some(), self.label.is_some()) {
+            (true, true) => Work::fs_group_and_relabel,
+            (false, true) => Work::relabel,
+            _ => Work::fs_group,
         }
-        if self.label.is_some() {
-            ops.push(Operation::volume_selinux_relabel);
-        }
-        ops
     }
 }
 
@@ -233,7 +232,7 @@ impl Finished {
             PassOutcome::Skipped => JobResult::skipped,
             PassOutcome::Cancelled => JobResult::cancelled,
             PassOutcome::Partial => JobResult::partial,
-            PassOutcome::Complete => JobResult::success,
+            PassOutcome::Complete => JobResult::complete,
         };
         Finished {
             result: convert::result_from_report(&report),
@@ -573,12 +572,14 @@ impl Jobs {
             .lock()
             .expect("lock")
             .map_or(0.0, |s| s.elapsed().as_secs_f64());
-        self.metrics.job_finished(
-            &job.request.operations(),
-            finished.metric,
+        self.metrics.job_finished(JobEnd {
+            work: job.request.work(),
+            result: finished.metric,
+            volume_plugin: &job.request.volume_plugin,
+            dry_run: job.request.dry_run,
             seconds,
-            finished.report.as_ref(),
-        );
+            report: finished.report.as_ref(),
+        });
         if job.running.load(Ordering::Relaxed) {
             self.metrics.jobs_running.dec();
         } else {

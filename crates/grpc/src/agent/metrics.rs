@@ -1,11 +1,16 @@
 //! The agent's Prometheus metrics and its HTTP health endpoints.
 //!
-//! The duration histogram carries kubelet's name and operation names
-//! (`storage_operation_duration_seconds`, `volume_fsgroup_recursive_apply`), so the
-//! dashboards and alerts that watch kubelet's ownership pass keep working when volsec does
-//! the pass. The relabel is reported as its own operation, `volume_selinux_relabel`: a
-//! fused pass that does both is observed once under each.
+//! kubelet's `storage_operation_duration_seconds` in kubelet's exact shape (see
+//! [`crate::kubelet_metric`]): a job that applies an fsGroup is kubelet's
+//! `volume_apply_access_control` operation, labelled with the volume's plugin as the caller
+//! names it, `status` `success` or `fail-unknown`, kubelet's buckets; so the dashboards and
+//! alerts that watch kubelet's ownership pass keep working when volsec does the pass. What
+//! kubelet has no operation for stays out of it: a relabel-only job (the container runtime
+//! relabels, untimed), a dry run, and a job that OnRootMismatch skipped (kubelet returns
+//! before its hook). Every job, those included, is in volsec's own
+//! `volsec_job_duration_seconds`, by what it did and how it ended.
 
+use crate::kubelet_metric::{self, StorageOperations};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -18,28 +23,40 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use volsec_core::prepare::{Report, SkipReason};
 
-/// kubelet's operation names.
+/// What a job does, as a label value.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum Operation {
-    volume_fsgroup_recursive_apply,
-    volume_selinux_relabel,
+pub enum Work {
+    fs_group,
+    relabel,
+    fs_group_and_relabel,
 }
 
-/// How a job ended, as a label value.
+/// How a job ended, as a label value: the outcome words of the JSON reports.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum JobResult {
-    success,
+    complete,
     partial,
     cancelled,
     skipped,
     refused,
 }
 
+/// A finished job, as the metrics see it.
+pub struct JobEnd<'a> {
+    pub work: Work,
+    pub result: JobResult,
+    /// kubelet's plugin name for the volume (`volume_plugin`).
+    pub volume_plugin: &'a str,
+    pub dry_run: bool,
+    pub seconds: f64,
+    pub report: Option<&'a Report>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation_name: Operation,
+struct JobLabels {
+    work: Work,
     result: JobResult,
 }
 
@@ -61,7 +78,8 @@ struct CallLabels {
 /// Every metric the agent exports.
 pub struct Metrics {
     registry: Registry,
-    durations: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    storage_operations: StorageOperations,
+    durations: Family<JobLabels, Histogram, fn() -> Histogram>,
     inodes: Family<InodeLabels, Counter>,
     skips: Family<SkipLabels, Counter>,
     calls: Family<CallLabels, Counter>,
@@ -87,6 +105,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::default(),
+            storage_operations: StorageOperations::default(),
             durations: Family::new_with_constructor(duration_histogram),
             inodes: Family::default(),
             skips: Family::default(),
@@ -98,8 +117,8 @@ impl Metrics {
         };
         let r = &mut m.registry;
         r.register(
-            "storage_operation_duration_seconds",
-            "Duration of volume preparation operations (kubelet's names), by operation_name and result",
+            "volsec_job_duration_seconds",
+            "Duration of prepare jobs, by what they did (work) and how they ended (result)",
             m.durations.clone(),
         );
         r.register(
@@ -144,24 +163,33 @@ impl Metrics {
         self.walks.inc();
     }
 
-    /// Records a finished job: its duration under each operation it did, its inode counts
-    /// and its skip reason.
-    pub fn job_finished(
-        &self,
-        ops: &[Operation],
-        result: JobResult,
-        seconds: f64,
-        report: Option<&Report>,
-    ) {
-        for &operation_name in ops {
-            self.durations
-                .get_or_create(&OperationLabels {
-                    operation_name,
-                    result,
-                })
-                .observe(seconds);
+    /// Records a finished job: its duration (in kubelet's metric when kubelet would have
+    /// timed it), its inode counts and its skip reason.
+    pub fn job_finished(&self, end: JobEnd<'_>) {
+        self.durations
+            .get_or_create(&JobLabels {
+                work: end.work,
+                result: end.result,
+            })
+            .observe(end.seconds);
+        let kubelet_status = match end.result {
+            JobResult::complete => Some(kubelet_metric::Status::Success),
+            JobResult::partial | JobResult::cancelled | JobResult::refused => {
+                Some(kubelet_metric::Status::FailUnknown)
+            }
+            JobResult::skipped => None,
+        };
+        if let (Some(status), false, Work::fs_group | Work::fs_group_and_relabel) =
+            (kubelet_status, end.dry_run, end.work)
+        {
+            self.storage_operations.observe(
+                end.volume_plugin,
+                kubelet_metric::APPLY_ACCESS_CONTROL,
+                status,
+                end.seconds,
+            );
         }
-        let Some(report) = report else { return };
+        let Some(report) = end.report else { return };
         let t = &report.tally;
         for (result, n) in [
             ("changed", t.changed),
@@ -188,11 +216,11 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The OpenMetrics text exposition.
+    /// The exposition: kubelet's metric, then volsec's own.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        self.storage_operations.encode(&mut out);
+        kubelet_metric::append_registry(&mut out, &self.registry);
         out
     }
 }
@@ -210,7 +238,7 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            kubelet_metric::CONTENT_TYPE,
                         )],
                         m.encode(),
                     )

@@ -194,7 +194,16 @@ fn action_name<T: serde::Serialize>(action: &T) -> String {
 }
 
 fn response(plan: &Plan, path: &str) -> proto::PlanResponse {
-    let prepare = plan.job().map(|job| convert::prepare_request(path, &job));
+    // kubelet names a CSI volume's plugin with its driver; volsec does not guess the name
+    // of an in-tree plugin.
+    let plugin = plan
+        .volume
+        .driver
+        .as_deref()
+        .map(crate::kubelet_metric::csi_plugin);
+    let prepare = plan
+        .job()
+        .map(|job| convert::prepare_request(path, &job, plugin));
     proto::PlanResponse {
         plan_json: serde_json::to_string_pretty(plan).expect("a plan serializes"),
         ownership_action: action_name(&plan.ownership.action),

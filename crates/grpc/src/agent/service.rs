@@ -43,6 +43,7 @@ fn validate(roots: &AllowedRoots, req: &proto::PrepareRequest) -> Result<JobRequ
             "nothing to do: give fs_group, selinux_context, or both",
         ));
     }
+    let volume_plugin = volume_plugin(&req.volume_plugin)?;
     let path = roots.check(&req.path)?;
     Ok(JobRequest {
         path,
@@ -56,7 +57,23 @@ fn validate(roots: &AllowedRoots, req: &proto::PrepareRequest) -> Result<JobRequ
         ignore_unsupported_labels: req.ignore_unsupported_labels,
         dry_run: req.dry_run,
         cross_mounts: req.cross_mounts,
+        volume_plugin,
     })
+}
+
+/// The `volume_plugin` label: kubelet's unknown-plugin name when none is given; bounded and
+/// printable, since it becomes a metric series.
+fn volume_plugin(name: &str) -> Result<String, Status> {
+    const MAX: usize = 256;
+    if name.is_empty() {
+        return Ok(crate::kubelet_metric::UNKNOWN_PLUGIN.to_string());
+    }
+    if name.len() > MAX || name.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "volume_plugin: at most {MAX} bytes without control characters, like kubernetes.io/csi:DRIVER"
+        )));
+    }
+    Ok(name.to_string())
 }
 
 /// Forwards a job's events to one caller until the result, or until the caller goes away;

@@ -2,11 +2,13 @@
 //!
 //! Once the proxy claims VOLUME_MOUNT_GROUP, kubelet's own fsGroup metric no longer fires
 //! for the driver's volumes, so the proxy emits it in kubelet's exact shape (read from
-//! kubelet's `pkg/volume/util/metrics.go`): `storage_operation_duration_seconds` with the
-//! labels `volume_plugin` (`kubernetes.io/csi:<driver>`), `operation_name`, `status`
-//! (`success` or `fail-unknown`) and `migrated`, kubelet's buckets, and the operation name
-//! `volume_apply_access_control` that kubelet has used for the fsGroup step since 1.23
-//! (kubernetes PR 105885). Dashboards and alerts written for kubelet keep working.
+//! kubelet's `pkg/volume/util/metrics.go`, see [`crate::kubelet_metric`]):
+//! `storage_operation_duration_seconds` with the labels `volume_plugin`
+//! (`kubernetes.io/csi:<driver>`), `operation_name`, `status` (`success` or `fail-unknown`)
+//! and `migrated`, kubelet's buckets, and the operation name `volume_apply_access_control`
+//! that kubelet has used for the fsGroup step since 1.23 (kubernetes PR 105885). Dashboards
+//! and alerts written for kubelet keep working. `/metrics` is Prometheus's text format, as
+//! kubelet serves it.
 //!
 //! Besides: every forwarded call by method and gRPC code (count and latency), passes
 //! started, joined and running, and why passes were skipped.
@@ -22,21 +24,8 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// kubelet's operation name for applying fsGroup (and, in volsec's fused pass, the label).
-pub const APPLY_ACCESS_CONTROL: &str = "volume_apply_access_control";
-
-/// kubelet's buckets for `storage_operation_duration_seconds`.
-const KUBELET_BUCKETS: [f64; 13] = [
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 25.0, 50.0, 120.0, 300.0, 600.0,
-];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StorageOperationLabels {
-    volume_plugin: String,
-    operation_name: &'static str,
-    status: &'static str,
-    migrated: &'static str,
-}
+pub use crate::kubelet_metric::APPLY_ACCESS_CONTROL;
+use crate::kubelet_metric::{self, StorageOperations};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -52,7 +41,7 @@ struct ReasonLabels {
 /// Every metric the proxy exports.
 pub struct Metrics {
     registry: Registry,
-    storage_operations: Family<StorageOperationLabels, Histogram, fn() -> Histogram>,
+    storage_operations: StorageOperations,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<CallLabels, Histogram, fn() -> Histogram>,
     passes_started: Counter,
@@ -61,10 +50,6 @@ pub struct Metrics {
     aborted_in_progress: Counter,
     pub passes_running: Gauge,
     ready: AtomicBool,
-}
-
-fn kubelet_histogram() -> Histogram {
-    Histogram::new(KUBELET_BUCKETS)
 }
 
 fn call_histogram() -> Histogram {
@@ -82,7 +67,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::default(),
-            storage_operations: Family::new_with_constructor(kubelet_histogram),
+            storage_operations: StorageOperations::default(),
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(call_histogram),
             passes_started: Counter::default(),
@@ -93,11 +78,6 @@ impl Metrics {
             ready: AtomicBool::new(false),
         };
         let r = &mut m.registry;
-        r.register(
-            "storage_operation_duration_seconds",
-            "Storage operation duration (kubelet's metric, emitted for the fsGroup and label pass kubelet delegated through VOLUME_MOUNT_GROUP)",
-            m.storage_operations.clone(),
-        );
         r.register(
             "volsec_csi_proxy_calls",
             "CSI calls answered by the proxy, by gRPC method and code",
@@ -148,14 +128,17 @@ impl Metrics {
 
     /// A finished pass, as kubelet records its fsGroup step.
     pub fn pass_finished(&self, driver: &str, success: bool, seconds: f64) {
-        self.storage_operations
-            .get_or_create(&StorageOperationLabels {
-                volume_plugin: format!("kubernetes.io/csi:{driver}"),
-                operation_name: APPLY_ACCESS_CONTROL,
-                status: if success { "success" } else { "fail-unknown" },
-                migrated: "false",
-            })
-            .observe(seconds);
+        let status = if success {
+            kubelet_metric::Status::Success
+        } else {
+            kubelet_metric::Status::FailUnknown
+        };
+        self.storage_operations.observe(
+            &kubelet_metric::csi_plugin(driver),
+            APPLY_ACCESS_CONTROL,
+            status,
+            seconds,
+        );
     }
 
     pub fn pass_started(&self) {
@@ -184,11 +167,11 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The OpenMetrics text exposition.
+    /// The exposition: kubelet's metric, then the proxy's own.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        self.storage_operations.encode(&mut out);
+        kubelet_metric::append_registry(&mut out, &self.registry);
         out
     }
 }
@@ -207,7 +190,7 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            kubelet_metric::CONTENT_TYPE,
                         )],
                         m.encode(),
                     )
@@ -244,8 +227,8 @@ mod tests {
         m.pass_finished("csi.example.com", true, 0.3);
         m.call("/csi.v1.Node/NodePublishVolume", tonic::Code::Aborted, 0.01);
         let text = m.encode();
-        assert!(text.contains("storage_operation_duration_seconds_count{volume_plugin=\"kubernetes.io/csi:csi.example.com\",operation_name=\"volume_apply_access_control\",status=\"success\",migrated=\"false\"} 1"), "{text}");
-        assert!(text.contains("le=\"600.0\""), "{text}");
+        assert!(text.contains("storage_operation_duration_seconds_count{migrated=\"false\",operation_name=\"volume_apply_access_control\",status=\"success\",volume_plugin=\"kubernetes.io/csi:csi.example.com\"} 1"), "{text}");
+        assert!(text.contains("le=\"600\""), "{text}");
         assert!(text.contains("volsec_csi_proxy_calls_total{method=\"/csi.v1.Node/NodePublishVolume\",code=\"Aborted\"} 1"), "{text}");
     }
 }

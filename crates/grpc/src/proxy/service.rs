@@ -386,6 +386,9 @@ impl Proxy {
                 ignore_unsupported_labels: true,
                 dry_run: false,
                 cross_mounts: false,
+                // The proxy records kubelet's metric itself, with the driver's name
+                // (`pass_finished`); its job table's metrics are not served.
+                volume_plugin: String::new(),
             },
         }))
     }
