@@ -288,3 +288,44 @@ fn the_agent_serves_on_a_socket_passed_by_systemd() {
         "a socket systemd passed stays for the next agent"
     );
 }
+
+/// The NetworkPolicy selects the DaemonSet's pods and opens exactly its metrics port, to
+/// one namespace, for ingress only.
+#[test]
+fn the_network_policy_admits_only_the_monitoring_namespace_to_the_metrics_port() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let policy: NetworkPolicy = serde_yaml::from_str(&read("packaging/networkpolicy.yaml"))
+        .expect("packaging/networkpolicy.yaml is a NetworkPolicy");
+    let ds = daemonset();
+    assert_eq!(policy.metadata.namespace, ds.metadata.namespace);
+    let spec = policy.spec.expect("spec");
+    assert_eq!(
+        spec.pod_selector.match_labels,
+        ds.spec.as_ref().unwrap().selector.match_labels,
+        "the policy selects the agent's pods"
+    );
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    let ingress = spec.ingress.expect("ingress rules");
+    assert_eq!(ingress.len(), 1);
+    let from = ingress[0].from.as_ref().expect("from");
+    assert_eq!(from.len(), 1);
+    assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
+    assert!(from[0].namespace_selector.is_some());
+
+    let container = &ds.spec.unwrap().template.spec.unwrap().containers[0];
+    let metrics = container
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("the metrics port");
+    let ports = ingress[0].ports.as_ref().expect("ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        ports[0].port,
+        Some(IntOrString::Int(metrics.container_port))
+    );
+    assert_eq!(ports[0].protocol.as_deref(), Some("TCP"));
+}

@@ -1,7 +1,7 @@
 //! # volsec-grpc
 //!
 //! volsec on the wire: the CSI Node capability probe kubelet's own question is asked with,
-//! and the node agent (`volsec.v1.VolumeAgent`) the volume manager calls. The protocol
+//! and the node agent (`volsec.v1.VolumeAgent`) that callers on the node use. The protocol
 //! contracts (`csi.proto`, `volsec.proto`) are compiled by `build.rs` with a pure-Rust
 //! protobuf compiler. The filesystem work itself is `volsec-core`'s.
 //!
