@@ -71,70 +71,6 @@ fn the_client_never_dies_of_sigpipe_when_the_agent_stops_after_its_job() {
     assert!(results > 0, "no round got its result");
 }
 
-/// Opens `n` TCP connections to 127.0.0.1:`port` from a child running as uid and gid 65534,
-/// each sending the first line of a request and never the rest; returns the child's pid
-/// once they are all open (the child holds them until killed) and how many connected.
-fn unfinished_requests_as_nobody(port: u16, n: usize) -> (libc::pid_t, usize) {
-    let mut pipe = [0; 2];
-    // SAFETY: pipe(2) into a two-int array.
-    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-    let line = b"GET /metrics HTTP/1.1\r\n";
-    // SAFETY: the child makes only system calls (no allocation, no lock) and never
-    // returns: it waits to be killed.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork");
-    if pid == 0 {
-        // SAFETY: plain system calls in the child; it ends with _exit or is killed.
-        unsafe {
-            let nofile = libc::rlimit {
-                rlim_cur: 4096,
-                rlim_max: 4096,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &nofile);
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(65534) != 0
-                || libc::setuid(65534) != 0
-            {
-                libc::_exit(3);
-            }
-            let mut addr: libc::sockaddr_in = std::mem::zeroed();
-            addr.sin_family = libc::AF_INET as libc::sa_family_t;
-            addr.sin_port = port.to_be();
-            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-            let mut connected: u32 = 0;
-            for _ in 0..n {
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-                if fd < 0 {
-                    break;
-                }
-                let ok = libc::connect(
-                    fd,
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                ) == 0;
-                if ok {
-                    libc::write(fd, line.as_ptr().cast(), line.len());
-                    connected += 1;
-                }
-            }
-            libc::write(pipe[1], (&connected as *const u32).cast(), 4);
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    let mut connected = [0u8; 4];
-    // SAFETY: reading four bytes from the pipe into a four-byte buffer.
-    let read = unsafe { libc::read(pipe[0], connected.as_mut_ptr().cast(), 4) };
-    // SAFETY: closing the pipe's two ends, owned here.
-    unsafe {
-        libc::close(pipe[0]);
-        libc::close(pipe[1]);
-    }
-    assert_eq!(read, 4, "the helper dropped its privileges and connected");
-    (pid, u32::from_ne_bytes(connected) as usize)
-}
-
 /// 1,100 unfinished requests to the metrics endpoint from an unprivileged user used to take
 /// every descriptor of the agent: `/healthz` timed out and `client prepare` hung. Now the
 /// endpoint holds at most 64 connections (the rest closed on accept, each held one 5 s
@@ -147,17 +83,6 @@ fn unfinished_metrics_requests_from_another_user_do_not_stop_the_agent() {
     make_files(&vol);
     let agent = Agent::start(fs.path(), &[]);
     let (helper, connected) = unfinished_requests_as_nobody(agent.metrics, 1_100);
-    struct Helper(libc::pid_t);
-    impl Drop for Helper {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) and waitpid(2) of the helper this test forked.
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-                libc::waitpid(self.0, std::ptr::null_mut(), 0);
-            }
-        }
-    }
-    let helper = Helper(helper);
     let descriptors = std::fs::read_dir(format!("/proc/{}/fd", agent.child.id()))
         .unwrap()
         .count();
@@ -196,23 +121,6 @@ fn unfinished_metrics_requests_from_another_user_do_not_stop_the_agent() {
     );
 }
 
-/// Whether `/healthz` answers 200; a connection closed on accept (the endpoint full) is no.
-fn healthz(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
-}
-
 fn make_files(vol: &std::path::Path) {
     for f in 0..20 {
         std::fs::write(vol.join(format!("f{f}")), b"").unwrap();
@@ -226,14 +134,8 @@ fn a_second_agent_on_a_live_socket_refuses_and_the_first_stays_reachable() {
     let fs = Mounted::tmpfs();
     let agent = Agent::start(fs.path(), &[]);
     let second = run_with_timeout({
-        let mut c = volsec();
-        c.arg("serve")
-            .arg("--socket")
-            .arg(agent.socket())
-            .arg("--allowed-root")
-            .arg(fs.path())
-            .args(["--metrics-listen", "none"])
-            .env("RUST_LOG", "off");
+        let mut c = serve(&agent.socket(), fs.path());
+        c.env("RUST_LOG", "off");
         c
     });
     let err = String::from_utf8_lossy(&second.stderr);
@@ -257,15 +159,8 @@ fn an_exiting_agent_leaves_a_newer_agents_socket_alone() {
     let mut old = Agent::start(fs.path(), &[]);
     let socket = old.socket();
     std::fs::remove_file(&socket).unwrap();
-    let new = volsec()
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--allowed-root")
-        .arg(fs.path())
-        .args(["--metrics-listen", "none"])
+    let new = serve(&socket, fs.path())
         .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     struct Killed(std::process::Child);

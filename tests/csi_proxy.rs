@@ -2,7 +2,10 @@
 //! mounts on tmpfs, a "kubelet" that sends the bytes kubelet builds (with fields the
 //! proxy's proto does not know) and retries as kubelet does. Runs as root (CI does).
 
-use crate::common::{all_paths, gid_mode, mkdir, require_root, volsec, write_file, Mounted};
+use crate::common::{
+    all_paths, gid_mode, healthz, mkdir, require_root, unfinished_requests_as_nobody, volsec,
+    write_file, Mounted,
+};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -1017,4 +1020,72 @@ async fn selinux_relabel_takes_the_context_flag_and_labels_in_the_same_pass() {
     }
     proxy.stop().await;
     driver.stop().await;
+}
+
+/// The proxy's metrics endpoint is bounded as the agent's is: 1,100 unfinished requests
+/// from uid 65534 leave the proxy its descriptors, a NodeGetCapabilities from kubelet
+/// still answers at once, and `/healthz` answers once the slow requests' 5 s are up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_metrics_requests_from_another_user_do_not_stop_the_proxy() {
+    let node = Node::new();
+    let driver = node.driver(false, Publish::Nothing);
+    let sock = node.sockets.path().join("csi.sock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = volsec()
+        .args(["csi-proxy", "--listen"])
+        .arg(&sock)
+        .arg("--driver")
+        .arg(node.driver_sock())
+        .arg("--allowed-root")
+        .arg(node.kubelet.path())
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !healthz(port) {
+        assert!(
+            Instant::now() < until,
+            "the proxy's /healthz never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (nobody, connected) =
+        tokio::task::spawn_blocking(move || unfinished_requests_as_nobody(port, 1_100))
+            .await
+            .unwrap();
+    let descriptors = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .count();
+    let caps = call(&sock, CAPS, Vec::new(), CALL, &[]).await;
+    let started = Instant::now();
+    let mut healthy = false;
+    while started.elapsed() < Duration::from_secs(15) {
+        if tokio::task::spawn_blocking(move || healthz(port))
+            .await
+            .unwrap()
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(nobody);
+    let _ = child.kill();
+    let _ = child.wait();
+    driver.stop().await;
+    assert_eq!(connected, 1_100, "the attacker opened every connection");
+    assert!(
+        descriptors < 400,
+        "the proxy holds {descriptors} descriptors under 1,100 unfinished requests"
+    );
+    assert!(caps.is_ok(), "NodeGetCapabilities: {caps:?}");
+    assert!(
+        healthy,
+        "/healthz never answered under 1,100 unfinished requests"
+    );
 }

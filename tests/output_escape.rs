@@ -7,7 +7,6 @@ use crate::common::*;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A name whose newline would forge an error line; one that would turn the terminal red;
@@ -93,15 +92,8 @@ fn the_agent_logs_and_answers_hostile_and_huge_caller_paths_escaped_and_bounded(
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("volsec.sock");
     let log = dir.path().join("agent.log");
-    let mut agent = volsec()
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--allowed-root")
-        .arg(fs.path())
-        .args(["--metrics-listen", "none"])
+    let mut agent = serve(&socket, fs.path())
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();

@@ -118,15 +118,8 @@ fn the_agent_refuses_a_volume_a_cli_pass_holds() {
     make_volume(&vol, 2, 5);
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("volsec.sock");
-    let mut agent = volsec()
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--allowed-root")
-        .arg(fs.path())
-        .args(["--metrics-listen", "none"])
+    let mut agent = serve(&socket, fs.path())
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

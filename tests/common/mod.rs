@@ -6,10 +6,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod attack;
 mod csi;
 mod fixtures;
 mod fs;
 mod run;
+pub use attack::*;
 pub use csi::*;
 pub use fixtures::*;
 pub use fs::*;

@@ -139,3 +139,17 @@ pub fn prepare_fs_group(
     let cancel = std::sync::atomic::AtomicBool::new(false);
     prepare(dir, &job, &Options::default(), &progress, &cancel)
 }
+
+/// `volsec serve` on `socket`, volumes allowed below `allowed_root`, no metrics endpoint,
+/// stdout discarded: add flags, `RUST_LOG` and stderr as the test needs, then spawn.
+pub fn serve(socket: &Path, allowed_root: &Path) -> Command {
+    let mut c = volsec();
+    c.arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--allowed-root")
+        .arg(allowed_root)
+        .args(["--metrics-listen", "none"])
+        .stdout(Stdio::null());
+    c
+}

@@ -8,11 +8,13 @@
 //! - [`csi`]: the CSI Node service as far as volsec needs it.
 //! - [`agent`]: the node agent's gRPC service, security, jobs and metrics.
 //! - [`node`]: the node facts a plan is decided from, for `volsec plan` and the agent.
+//! - [`deadline`]: the caller's `grpc-timeout`, for the agent and the proxy.
 //! - [`kubelet_metric`]: kubelet's `storage_operation_duration_seconds`, for the agent and
 //!   the CSI proxy.
 
 pub mod agent;
 pub mod csi;
+pub mod deadline;
 pub mod kubelet_metric;
 pub mod node;
 pub mod proxy;

@@ -107,23 +107,6 @@ async fn parse_all(req: &proto::PlanRequest) -> Result<Manifests, Status> {
         .map_err(|e| Status::internal(format!("parsing the manifests: {e}")))?
 }
 
-/// The caller's deadline from its `grpc-timeout` header (`<digits><unit>`, unit one of
-/// `H M S m u n`), if it sent one.
-pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// One manifest field: `None` when empty.
 fn parse<T: k8s_openapi::Resource + DeserializeOwned>(
     field: &str,

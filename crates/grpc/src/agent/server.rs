@@ -289,7 +289,7 @@ async fn start_http(
 /// Serves the metrics endpoint with bounds on what a client can hold: at most
 /// [`HTTP_MAX_CONNECTIONS`] connections, each closed when its request headers take longer
 /// than [`HTTP_HEADER_TIMEOUT`], after one response, or after [`HTTP_CONNECTION_TIMEOUT`].
-async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router) {
+pub(crate) async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router) {
     let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {

@@ -114,7 +114,7 @@ impl VolumeAgent for Agent {
         request: Request<proto::PlanRequest>,
     ) -> Result<Response<proto::PlanResponse>, Status> {
         self.peers.check(&request)?;
-        let deadline = super::plan::grpc_timeout(request.metadata());
+        let deadline = crate::deadline::grpc_timeout(request.metadata());
         super::plan::plan(&self.roots, request.get_ref(), deadline)
             .await
             .map(Response::new)

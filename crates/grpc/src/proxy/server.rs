@@ -195,7 +195,12 @@ pub async fn serve(
         axum::Router::new().fallback_service(ProxyService(proxy.clone())),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // kubelet makes every call of a driver on one connection; the agent's cap on calls and
+    // HTTP/2 streams per connection bounds what any one peer can hold open.
+    let calls = crate::agent::server::GRPC_CALLS_PER_CONNECTION;
     let grpc = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(calls)
+        .max_concurrent_streams(Some(calls as u32))
         .add_routes(routes)
         .serve_with_incoming_shutdown(UnixListenerStream::new(incoming), async {
             let _ = stop_rx.await;
@@ -251,9 +256,9 @@ async fn start_http(
         .await
         .map_err(|source| ServeError::Metrics { addr, source })?;
     let app = metrics::router(metrics);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics endpoint: {e}");
-        }
-    }))
+    // The agent's bounded HTTP server: an unprivileged pod that reaches the port cannot
+    // hold the proxy's descriptors.
+    Ok(tokio::spawn(crate::agent::server::serve_http(
+        listener, app,
+    )))
 }

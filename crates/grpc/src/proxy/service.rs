@@ -14,13 +14,14 @@
 //! - `NodeUnpublishVolume`: passes on the target are cancelled first (their open
 //!   descriptors would make the driver's unmount fail with EBUSY), then forwarded.
 
-use super::driver::{grpc_timeout, Driver};
+use super::driver::Driver;
 use super::metrics::Metrics;
 use super::policy::{self, BadRequest, FsGroupPolicy};
 use super::wire::{self, Call, Strip, VolumeRequest};
 use crate::agent::jobs::{Attached, JobEntry, Jobs, Request as JobRequest};
 use crate::agent::proto::{self as agent_proto, prepare_event::Event, JobState};
 use crate::agent::security::{AllowedRoots, PathError, PeerCheck};
+use crate::deadline::grpc_timeout;
 use prost::bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
