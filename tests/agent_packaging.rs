@@ -301,8 +301,8 @@ fn the_network_policy_admits_only_the_monitoring_namespace_to_the_metrics_port()
     assert_eq!(policy.metadata.namespace, ds.metadata.namespace);
     let spec = policy.spec.expect("spec");
     assert_eq!(
-        spec.pod_selector.match_labels,
-        ds.spec.as_ref().unwrap().selector.match_labels,
+        spec.pod_selector.and_then(|s| s.match_labels),
+        ds.spec.selector.match_labels,
         "the policy selects the agent's pods"
     );
     assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
@@ -313,7 +313,7 @@ fn the_network_policy_admits_only_the_monitoring_namespace_to_the_metrics_port()
     assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
     assert!(from[0].namespace_selector.is_some());
 
-    let container = &ds.spec.unwrap().template.spec.unwrap().containers[0];
+    let container = &ds.spec.template.spec.unwrap().containers[0];
     let metrics = container
         .ports
         .as_ref()

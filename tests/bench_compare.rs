@@ -24,6 +24,7 @@ fn row(shape: &str, scenario: &str, implementation: &str, samples_s: &[f64]) -> 
         peak_rss_kib: None,
         changed: None,
         derived_from: None,
+        chosen: None,
     }
 }
 
@@ -336,6 +337,7 @@ fn busy_machines_are_warned_about_and_sub_millisecond_rows_shown_as_times() {
                 speedup: median("kubelet-serial") / median("volsec"),
                 volsec_median_s: Some(median("volsec")),
                 baseline_median_s: Some(median("kubelet-serial")),
+                chosen: false,
             }
         })
         .collect();

@@ -226,7 +226,11 @@ fn scenario_changes(old: &Results, rows: &[Compared], gate: &Gate) -> Vec<Scenar
             continue;
         };
         let cache = if row.cold { "cold" } else { "warm" };
-        let group = format!("{}/t{}/{cache}", row.scenario, row.threads);
+        let threads = match row.chosen {
+            Some(_) => "auto".to_string(),
+            None => row.threads.to_string(),
+        };
+        let group = format!("{}/t{threads}/{cache}", row.scenario);
         let log_change = (c.new / c.old).ln();
         match groups.iter_mut().find(|(g, _)| *g == group) {
             Some((_, changes)) => changes.push(log_change),

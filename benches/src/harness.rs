@@ -288,16 +288,26 @@ fn run_scenario(
         .enumerate()
         .map(|(i, imp)| {
             let median = results::median(&samples[i]);
-            let threads = imp.threads(cpus);
+            // The default adapts on a network-like filesystem: its row records what it kept.
+            let chosen = (*imp == Implementation::Volsec(0)
+                && chosen[i].iter().any(|&t| t != cpus))
+            .then(|| chosen[i].iter().copied().max().unwrap_or(cpus));
+            let threads = chosen.unwrap_or_else(|| imp.threads(cpus));
+            let shape = bed.spec.shape.as_str();
             Row {
-                key: results::key(
-                    bed.spec.shape.as_str(),
-                    bed.inodes(),
-                    scenario.as_str(),
-                    imp.name(),
-                    threads,
-                    config.cold,
-                ),
+                key: match chosen {
+                    Some(_) => {
+                        results::chosen_key(shape, bed.inodes(), scenario.as_str(), config.cold)
+                    }
+                    None => results::key(
+                        shape,
+                        bed.inodes(),
+                        scenario.as_str(),
+                        imp.name(),
+                        threads,
+                        config.cold,
+                    ),
+                },
                 shape: bed.spec.shape.to_string(),
                 inodes: bed.inodes(),
                 scenario: scenario.as_str().to_string(),
@@ -312,6 +322,7 @@ fn run_scenario(
                 peak_rss_kib: rss[i],
                 changed: changed[i],
                 derived_from: None,
+                chosen,
             }
         })
         .collect();
@@ -407,6 +418,7 @@ fn derived_sum(a: &Row, b: &Row, scenario: Scenario, imp: Implementation, cpus: 
         peak_rss_kib: None,
         changed: a.changed.zip(b.changed).map(|(x, y)| x + y),
         derived_from: Some(format!("{} + {}", a.key, b.key)),
+        chosen: None,
     }
 }
 
@@ -626,6 +638,7 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
                 speedup: b.median_s / v.median_s,
                 volsec_median_s: Some(v.median_s),
                 baseline_median_s: Some(b.median_s),
+                chosen: v.chosen.is_some(),
             });
         }
     }

@@ -6,7 +6,7 @@
 //! walk, so its "throughput" only says the tree was not looked at (the tables have it).
 
 use super::compare::{Basis, Comparison, Statistic};
-use super::results::{Results, Row, SUB_MILLISECOND};
+use super::results::{self, Results, Row, SUB_MILLISECOND};
 use plotters::prelude::*;
 use std::fmt::Write;
 use std::io;
@@ -43,7 +43,7 @@ pub fn markdown(r: &Results) -> String {
             thousands(row.inodes),
             row.scenario,
             row.implementation,
-            row.threads,
+            results::threads_label(row.threads, row.chosen.is_some()),
             secs(row.median_s),
             secs(row.min_s),
             secs(row.max_s),
@@ -71,7 +71,7 @@ pub fn markdown(r: &Results) -> String {
                 q.shape,
                 thousands(q.inodes),
                 q.scenario,
-                q.threads,
+                results::threads_label(q.threads, q.chosen),
                 q.baseline,
             );
         }

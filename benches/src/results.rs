@@ -80,6 +80,12 @@ pub struct Row {
     /// run (the fused scenario's two separate passes: the sum of their samples).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derived_from: Option<String>,
+    /// volsec with no `--threads` on a filesystem where it chose its own concurrency (a
+    /// network-like one): the most workers it kept in flight, which `threads` then repeats.
+    /// Its key says `tauto`, so it never collides with a fixed `--threads` row of the same
+    /// count. Absent where the default is one per CPU (local filesystems), as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<usize>,
 }
 
 impl Row {
@@ -106,6 +112,10 @@ pub struct Ratio {
     pub volsec_median_s: Option<f64>,
     #[serde(default)]
     pub baseline_median_s: Option<f64>,
+    /// The volsec row chose its own concurrency (see [`Row::chosen`]); `threads` is what it
+    /// kept in flight.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chosen: bool,
 }
 
 /// Below this median (seconds) a pass is shown by its times, not by a ratio or a rate: it
@@ -134,6 +144,22 @@ pub fn key(
 ) -> String {
     let cache = if cold { "cold" } else { "warm" };
     format!("{shape}/{inodes}/{scenario}/{implementation}/t{threads}/{cache}")
+}
+
+/// The key of volsec's row when it chose its own concurrency ([`Row::chosen`]): the same
+/// in every run on the same kind of filesystem, whatever count it settled on.
+pub fn chosen_key(shape: &str, inodes: u64, scenario: &str, cold: bool) -> String {
+    let cache = if cold { "cold" } else { "warm" };
+    format!("{shape}/{inodes}/{scenario}/volsec/tauto/{cache}")
+}
+
+/// How a row's threads are shown: the count, marked when volsec chose it.
+pub fn threads_label(threads: usize, chosen: bool) -> String {
+    if chosen {
+        format!("{threads} (chosen)")
+    } else {
+        threads.to_string()
+    }
 }
 
 pub fn median(samples: &[f64]) -> f64 {
