@@ -19,6 +19,7 @@ mod bench_baseline;
 mod bench_compare;
 mod bench_run;
 mod bench_tree;
+mod container_image;
 mod csi_probe;
 mod csi_proxy;
 mod flag_bounds;
