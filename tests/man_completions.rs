@@ -119,11 +119,13 @@ fn the_deb_ships_what_build_deb_generates() {
     let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let deb = cargo.split("[package.metadata.deb]").nth(1).unwrap();
     let script = std::fs::read_to_string(root.join("packaging/build-deb")).unwrap();
+    // The profile is release unless VOLSEC_PROFILE says otherwise (CI packs its debug build).
     for step in [
-        "cargo build --release",
-        "target/release/volsec generate man target/assets/man",
-        "target/release/volsec generate completions --dir target/assets/completions",
-        "cargo deb --no-build",
+        "profile=${VOLSEC_PROFILE:-release}",
+        "cargo build --profile \"$profile\" --locked",
+        "\"target/$dir/volsec\" generate man target/assets/man",
+        "\"target/$dir/volsec\" generate completions --dir target/assets/completions",
+        "cargo deb --no-build --profile \"$profile\"",
     ] {
         assert!(script.contains(step), "packaging/build-deb lacks {step:?}");
     }
