@@ -75,3 +75,62 @@ fn chgrp_baseline_changes_every_group() {
     baseline::chgrp_recursive(&root, 4000).unwrap();
     assert!(all_paths(&root).iter().all(|p| gid_mode(p).0 == 4000));
 }
+
+/// rchm, when it is on PATH: asked for kubelet's result, it reaches kubelet's state (group,
+/// `0660` on files, `2770` on directories), reports every entry changed, and a second run
+/// with the same group changes nothing. Without rchm the test says it did not run.
+#[test]
+fn rchm_baseline_reaches_kubelets_state_when_rchm_is_installed() {
+    let Some(exe) = baseline::find_rchm() else {
+        eprintln!(
+            "skipped: rchm is not on PATH (cargo install --locked rcp-tools-rchm), so its \
+             baseline was not run"
+        );
+        return;
+    };
+    let fs = Mounted::tmpfs();
+    let a = fs.subdir("a");
+    let b = fs.subdir("b");
+    for root in [&a, &b] {
+        tree::generate(root, Spec::new(Shape::Kubelet, 2_000), 2).unwrap();
+    }
+    let own = Ownership {
+        fs_group: 3000,
+        read_only: false,
+        owner: None,
+    };
+    baseline::kubelet_ownership(&a, own, ChangePolicy::Always).unwrap();
+    let changed = baseline::rchm_ownership(&exe, &b, 3000, false).unwrap();
+    assert_eq!(changed, Some(2_000), "rchm's summary counts every entry");
+    let pa = all_paths(&a);
+    let pb = all_paths(&b);
+    assert_eq!(pa.len(), pb.len());
+    for (x, y) in pa.iter().zip(&pb) {
+        assert_eq!(
+            gid_mode(x),
+            gid_mode(y),
+            "kubelet's {} vs rchm's {}",
+            x.display(),
+            y.display()
+        );
+    }
+    let again = baseline::rchm_ownership(&exe, &b, 3000, false).unwrap();
+    assert_eq!(again, Some(0), "nothing left to change");
+
+    let adaptive = baseline::rchm_ownership(&exe, &b, 3001, true).unwrap();
+    assert_eq!(adaptive, Some(2_000));
+    assert!(all_paths(&b).iter().all(|p| gid_mode(p).0 == 3001));
+}
+
+#[test]
+fn rchm_summary_counts_are_read() {
+    let summary = "files changed: 10\nsymlinks changed: 2\ndirectories changed: 3\n\
+                   files unchanged: 7\nwalltime: 1.2s\n";
+    assert_eq!(baseline::rchm_changed(summary), Some(15));
+    assert_eq!(baseline::rchm_changed("no summary here"), None);
+    assert_eq!(
+        baseline::rchm_command_line(true),
+        "rchm --group GID --mode 'f:ug+rw d:ug+rwx,g+s' --summary --auto-meta-throttle \
+         --max-files-in-flight unlimited TREE"
+    );
+}

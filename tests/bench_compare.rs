@@ -63,6 +63,7 @@ fn run_of(rows: Vec<Row>) -> Results {
             threads: vec![2],
             seed: 1,
             rss_method: "not measured".into(),
+            commands: Default::default(),
         },
         rows,
         ratios: vec![],

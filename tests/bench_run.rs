@@ -169,6 +169,100 @@ fn chgrp_runs_only_when_asked_for() {
 }
 
 #[test]
+fn rchm_runs_only_when_asked_for_and_its_absence_is_said() {
+    let fs = Mounted::tmpfs();
+    let scratch = fs.path().to_str().unwrap();
+    let no_tools = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("run.json");
+    let out = volsec()
+        .env("PATH", no_tools.path())
+        .args([
+            "bench", "run", "--quiet", "--shapes", "kubelet", "--sizes", "600",
+        ])
+        .args(["--repetitions", "1", "--with-rchm", "--scratch", scratch])
+        .args(["--scenarios", "ownership-all,ownership-none", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("rchm is not on PATH").count(),
+        1,
+        "said once, even with --quiet: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("**Warning:** --with-rchm: rchm is not on PATH"),
+        "{stdout}"
+    );
+    let r = Results::load(&json).unwrap();
+    assert!(r.warnings.iter().any(|w| w.contains("rchm is not on PATH")));
+    assert!(r.settings.commands.is_empty());
+    let implementations: Vec<&str> = r.rows.iter().map(|r| r.implementation.as_str()).collect();
+    assert_eq!(
+        implementations,
+        ["volsec", "kubelet-serial", "volsec", "kubelet-serial"]
+    );
+
+    if volsec_bench::baseline::find_rchm().is_none() {
+        eprintln!(
+            "rchm is not on PATH (cargo install --locked rcp-tools-rchm): its rows were not \
+             measured, only their absence"
+        );
+        return;
+    }
+    let r = one_small_tree(&[
+        "--scenarios",
+        "ownership-all,ownership-none",
+        "--with-rchm",
+        "--scratch",
+        scratch,
+    ]);
+    let rows: Vec<(&str, &str)> = r
+        .rows
+        .iter()
+        .map(|r| (r.scenario.as_str(), r.implementation.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ownership-all", "volsec"),
+            ("ownership-all", "kubelet-serial"),
+            ("ownership-all", "rchm"),
+            ("ownership-all", "rchm-adaptive"),
+            ("ownership-none", "volsec"),
+            ("ownership-none", "kubelet-serial"),
+            ("ownership-none", "rchm"),
+            ("ownership-none", "rchm-adaptive"),
+        ]
+    );
+    for row in r
+        .rows
+        .iter()
+        .filter(|r| r.implementation.starts_with("rchm"))
+    {
+        let expected = if row.scenario == "ownership-all" {
+            row.inodes
+        } else {
+            0
+        };
+        assert_eq!(row.changed, Some(expected), "{}", row.key);
+    }
+    assert!(
+        !r.warnings.iter().any(|w| w.contains("rchm")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(
+        r.settings.commands["rchm-adaptive"].contains("--auto-meta-throttle"),
+        "{:?}",
+        r.settings.commands
+    );
+}
+
+#[test]
 fn a_fresh_xfs_image_is_made_on_request() {
     require_root();
     assert!(

@@ -18,6 +18,10 @@
 //!   `lgetxattr` and skipping it when equal.
 //! - [`chgrp_recursive`]: `chgrp -R`, run as a command (a lower bound for any chown pass:
 //!   `fchownat` on every entry and no stat).
+//! - [`rchm_ownership`]: rchm, the rcp project's parallel recursive chmod/chgrp/chown, run
+//!   as a command and asked for kubelet's result ([`rchm_args`]): not what a node runs
+//!   today, but a fast general-purpose tool doing the same work. Optional: it runs only
+//!   when asked for and found on `PATH` ([`find_rchm`]).
 
 use std::ffi::OsString;
 use std::io;
@@ -221,4 +225,130 @@ pub fn chgrp_recursive(root: &Path, gid: u32) -> io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// rchm's `--mode` program for kubelet's read-write masks: `0660` on files (and other
+/// non-directories; symlinks have no mode), `0770` plus setgid on directories, bits only
+/// added (kubelet's `mode | mask`).
+pub const RCHM_MODE: &str = "f:ug+rw d:ug+rwx,g+s";
+
+/// The arguments rchm is run with to give the tree at `root` kubelet's fsGroup result with
+/// group `group` (a gid): `--group GID` on every entry (symlinks by `lchown`), kubelet's masks as
+/// [`RCHM_MODE`], `--summary` for its counts; `adaptive` adds its adaptive metadata
+/// throttle with no cap on the files in flight (`--auto-meta-throttle --max-files-in-flight
+/// unlimited`). Everything else is rchm's default.
+pub fn rchm_args(root: &Path, group: &str, adaptive: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--group".into(),
+        group.into(),
+        "--mode".into(),
+        RCHM_MODE.into(),
+        "--summary".into(),
+    ];
+    if adaptive {
+        args.extend(
+            ["--auto-meta-throttle", "--max-files-in-flight", "unlimited"]
+                .iter()
+                .map(OsString::from),
+        );
+    }
+    args.push(root.into());
+    args
+}
+
+/// rchm's command line as [`rchm_args`] makes it, for the record: `rchm --group GID --mode
+/// 'f:ug+rw d:ug+rwx,g+s' --summary [...] TREE`.
+pub fn rchm_command_line(adaptive: bool) -> String {
+    let mut words = vec!["rchm".to_string()];
+    for arg in rchm_args(Path::new("TREE"), "GID", adaptive) {
+        let arg = arg.to_string_lossy().into_owned();
+        words.push(if arg.contains(' ') {
+            format!("'{arg}'")
+        } else {
+            arg
+        });
+    }
+    words.join(" ")
+}
+
+/// The `rchm` executable on `PATH`, if there is one.
+pub fn find_rchm() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join("rchm"))
+        .find(|exe| {
+            std::fs::metadata(exe).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The first line of `rchm --version`, e.g. `rchm 0.41.0`.
+pub fn rchm_version(exe: &Path) -> io::Result<String> {
+    let out = std::process::Command::new(exe)
+        .arg("--version")
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: cannot run it: {e}", exe.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().next().map(str::trim) {
+        Some(line) if out.status.success() && !line.is_empty() => Ok(line.to_string()),
+        _ => Err(io::Error::other(format!(
+            "{} --version failed ({}): {}",
+            exe.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+/// rchm run by `exe` on the tree at `root` with [`rchm_args`]. Returns the entries it
+/// changed, as its summary counts them (files, symlinks and directories changed), when it
+/// printed one; a failure, or any error it reports, is an error.
+pub fn rchm_ownership(
+    exe: &Path,
+    root: &Path,
+    gid: u32,
+    adaptive: bool,
+) -> io::Result<Option<u64>> {
+    let args = rchm_args(root, &gid.to_string(), adaptive);
+    let out = std::process::Command::new(exe)
+        .args(&args)
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: cannot run it: {e}", exe.display())))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let said = [stderr.trim(), stdout.trim()].join(" ");
+        return Err(io::Error::other(format!(
+            "{} {} failed ({}): {}",
+            exe.display(),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            out.status,
+            said.trim()
+        )));
+    }
+    Ok(rchm_changed(&stdout).or_else(|| rchm_changed(&stderr)))
+}
+
+/// The sum of the `files changed: N`, `symlinks changed: N` and `directories changed: N`
+/// lines of rchm's summary; `None` when the text has none of them.
+pub fn rchm_changed(summary: &str) -> Option<u64> {
+    let mut total = None;
+    for line in summary.lines() {
+        let Some((name, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        if !matches!(
+            name.trim(),
+            "files changed" | "symlinks changed" | "directories changed"
+        ) {
+            continue;
+        }
+        if let Ok(n) = value.trim().parse::<u64>() {
+            total = Some(total.unwrap_or(0) + n);
+        }
+    }
+    total
 }

@@ -141,6 +141,13 @@ impl Bed {
         baseline::chgrp_recursive(&self.path, gid)
     }
 
+    /// rchm by `exe`, asked for kubelet's result with the group `target` gives (see
+    /// [`baseline::rchm_args`]); the entries it changed, when its summary says.
+    pub fn rchm(&mut self, exe: &Path, target: Target, adaptive: bool) -> io::Result<Option<u64>> {
+        let gid = self.gid(target);
+        baseline::rchm_ownership(exe, &self.path, gid, adaptive)
+    }
+
     /// Brings the tree to its current group and label again (after a pass that only
     /// partly applies them, e.g. `chgrp -R` leaves modes alone).
     pub fn reset(&mut self) -> io::Result<()> {

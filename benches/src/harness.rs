@@ -17,11 +17,13 @@
 //! tree was just built or walked by the previous scenario, so the cache is already warm,
 //! and every pass left out keeps the standard suite within its time budget.
 
+use super::baseline;
 use super::bed::{Bed, Target};
 use super::results::{self, Machine, Ratio, Results, Row, Settings};
 pub use super::scenario::{Implementation, Scenario};
 use super::scratch::Scratch;
 use super::tree::{Shape, Spec};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -45,6 +47,12 @@ pub struct Config {
     /// a node runs today, and adds about a tenth to the standard suite, so it is opt-in
     /// here (the criterion bench always has it).
     pub chgrp: bool,
+    /// Also time rchm (the rcp project's recursive chmod/chgrp/chown) in `ownership-all` and
+    /// `ownership-none`, with its defaults and adaptive ([`Implementation::Rchm`],
+    /// [`Implementation::RchmAdaptive`]). A third-party tool that may not be installed, so
+    /// opt-in: when asked for and not on `PATH`, the run says so in its warnings and has no
+    /// rchm rows.
+    pub rchm: bool,
     /// The `volsec` binary for the peak-RSS pass; `None` skips RSS (warm-up in-process).
     pub volsec_exe: Option<PathBuf>,
     /// Where the trees go: an existing directory, a filesystem to create, or (`None`, `None`)
@@ -69,6 +77,7 @@ impl Default for Config {
             threads: vec![0],
             cold: false,
             chgrp: false,
+            rchm: false,
             volsec_exe: None,
             scratch: None,
             fs: None,
@@ -137,9 +146,11 @@ pub fn run(config: &Config) -> io::Result<Results> {
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let loadavg_start = loadavg();
-    let warnings: Vec<String> = results::busy_warning(&loadavg_start, cpus)
+    let mut warnings: Vec<String> = results::busy_warning(&loadavg_start, cpus)
         .into_iter()
         .collect();
+    let mut commands = BTreeMap::new();
+    let rchm = rchm_for(config, &mut warnings, &mut commands)?;
     for w in &warnings {
         // Printed even with --quiet: it says how far to trust what follows.
         eprintln!("warning: {w}");
@@ -170,7 +181,14 @@ pub fn run(config: &Config) -> io::Result<Results> {
         );
         let mut tree_rows: Vec<Row> = Vec::new();
         for &scenario in &config.scenarios {
-            let new = run_scenario(config, &mut bed, scenario, cpus, &tree_rows)?;
+            let new = run_scenario(
+                config,
+                &mut bed,
+                scenario,
+                cpus,
+                &tree_rows,
+                rchm.as_deref(),
+            )?;
             tree_rows.extend(new);
         }
         rows.extend(tree_rows);
@@ -210,6 +228,7 @@ pub fn run(config: &Config) -> io::Result<Results> {
             } else {
                 "not measured".into()
             },
+            commands,
         },
         rows,
         ratios,
@@ -227,6 +246,38 @@ fn new_filesystem(config: &Config, inodes: u64) -> io::Result<Scratch> {
     }
 }
 
+/// rchm for this run, when it is asked for and a scenario of the run has it: the executable
+/// on `PATH`, its version and command lines recorded in `commands`. When it is not on
+/// `PATH`, a warning says so (once) and the run goes on without its rows.
+fn rchm_for(
+    config: &Config,
+    warnings: &mut Vec<String>,
+    commands: &mut BTreeMap<String, String>,
+) -> io::Result<Option<PathBuf>> {
+    let has_rchm = |s: &Scenario| s.baselines().iter().any(Implementation::is_rchm);
+    if !config.rchm || !config.scenarios.iter().any(has_rchm) {
+        return Ok(None);
+    }
+    let Some(exe) = baseline::find_rchm() else {
+        warnings.push(
+            "--with-rchm: rchm is not on PATH, so this run has no rchm rows (`cargo install --locked rcp-tools-rchm` puts it in ~/.cargo/bin, which sudo's PATH may lack)"
+                .into(),
+        );
+        return Ok(None);
+    };
+    let version = baseline::rchm_version(&exe)?;
+    for imp in [Implementation::Rchm, Implementation::RchmAdaptive] {
+        let line = format!(
+            "{version} ({}): {}",
+            exe.display(),
+            baseline::rchm_command_line(imp == Implementation::RchmAdaptive)
+        );
+        note(config, format_args!("{}: {line}", imp.name()));
+        commands.insert(imp.name().to_string(), line);
+    }
+    Ok(Some(exe))
+}
+
 fn note(config: &Config, msg: std::fmt::Arguments<'_>) {
     if config.verbose {
         eprintln!("{msg}");
@@ -240,6 +291,7 @@ fn run_scenario(
     scenario: Scenario,
     cpus: usize,
     earlier: &[Row],
+    rchm: Option<&Path>,
 ) -> io::Result<Vec<Row>> {
     // Every pass leaves the tree wholly in the state the bed records, so scenarios follow
     // each other without a reset.
@@ -257,7 +309,8 @@ fn run_scenario(
             .baselines()
             .iter()
             .filter(|b| !(two_passes.is_some() && **b == Implementation::KubeletThenGoSelinux))
-            .filter(|b| config.chgrp || **b != Implementation::ChgrpR),
+            .filter(|b| config.chgrp || **b != Implementation::ChgrpR)
+            .filter(|b| rchm.is_some() || !b.is_rchm()),
     );
     let mut rss = vec![None; impls.len()];
     let mut samples = vec![Vec::new(); impls.len()];
@@ -275,7 +328,7 @@ fn run_scenario(
                 (Implementation::Volsec(threads), Some(exe)) if rep == 0 => {
                     child_measured(exe, bed, scenario, threads)?
                 }
-                (imp, _) => pass(bed, scenario, imp)?,
+                (imp, _) => pass(bed, scenario, imp, rchm)?,
             };
             samples[i].push(measured.elapsed.as_secs_f64());
             changed[i] = measured.wrote;
@@ -433,8 +486,13 @@ struct Measured {
     threads: Option<usize>,
 }
 
-/// One timed pass in this process.
-fn pass(bed: &mut Bed, scenario: Scenario, imp: Implementation) -> io::Result<Measured> {
+/// One timed pass in this process (or, for a command, in the command's).
+fn pass(
+    bed: &mut Bed,
+    scenario: Scenario,
+    imp: Implementation,
+    rchm: Option<&Path>,
+) -> io::Result<Measured> {
     let (own, label, policy) = scenario.targets();
     let start = Instant::now();
     let wrote = match imp {
@@ -464,6 +522,23 @@ fn pass(bed: &mut Bed, scenario: Scenario, imp: Implementation) -> io::Result<Me
         Implementation::ChgrpR => {
             bed.chgrp()?;
             None
+        }
+        Implementation::Rchm | Implementation::RchmAdaptive => {
+            let exe = rchm.ok_or_else(|| io::Error::other("rchm was not found on PATH"))?;
+            let adaptive = imp == Implementation::RchmAdaptive;
+            let changed = bed.rchm(exe, own.unwrap_or(Target::Keep), adaptive)?;
+            let expected = expected_changed(bed, scenario);
+            if changed.is_some_and(|n| n != expected) {
+                return Err(io::Error::other(format!(
+                    "{}: scenario {} expected {expected} inodes changed of {}, but {} says it changed {}",
+                    bed.path.display(),
+                    scenario.as_str(),
+                    bed.inodes(),
+                    imp.name(),
+                    changed.unwrap_or_default()
+                )));
+            }
+            changed
         }
         Implementation::GoSelinux | Implementation::GoSelinuxFast => {
             Some(bed.go_selinux(label.unwrap_or(Target::Keep))?.written)
@@ -510,10 +585,7 @@ fn check_volsec(
     changed: u64,
     skipped: bool,
 ) -> io::Result<()> {
-    let expected_changed = match scenario {
-        Scenario::OwnershipAll | Scenario::RelabelAll | Scenario::Fused => bed.inodes(),
-        _ => 0,
-    };
+    let expected_changed = expected_changed(bed, scenario);
     let ok = changed == expected_changed
         && (scenario == Scenario::OnRootMismatch) == skipped
         && (skipped || visited == bed.inodes());
@@ -530,6 +602,14 @@ fn check_volsec(
         visited,
         changed
     )))
+}
+
+/// The entries a pass of `scenario` must write: all of them or none.
+fn expected_changed(bed: &Bed, scenario: Scenario) -> u64 {
+    match scenario {
+        Scenario::OwnershipAll | Scenario::RelabelAll | Scenario::Fused => bed.inodes(),
+        _ => 0,
+    }
 }
 
 /// Runs the pass of `job` in a fresh `volsec bench pass` process (the library call `volsec

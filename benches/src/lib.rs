@@ -10,7 +10,7 @@
 //! filesystems and their signal handling never ride into `volsec-core`.
 //!
 //! - [`tree`]: deterministic tree generators sized by inode count, and a fast reset.
-//! - [`baseline`]: kubelet's serial ownership walk, go-selinux's relabel, `chgrp -R`.
+//! - [`baseline`]: kubelet's serial ownership walk, go-selinux's relabel, `chgrp -R`, rchm.
 //! - [`bed`]: one tree and its state, with every timed pass (volsec and baselines).
 //! - [`scratch`]: the filesystem under test (RAM-backed ext4 by default).
 //! - [`slow_fs`]: a network-like volume: a FUSE passthrough that delays every request.

@@ -33,6 +33,9 @@ pub fn markdown(r: &Results) -> String {
     for w in &r.warnings {
         let _ = writeln!(s, "**Warning:** {w}.\n");
     }
+    for (implementation, command) in &r.settings.commands {
+        let _ = writeln!(s, "Baseline `{implementation}`: {command}\n");
+    }
     s.push_str("| tree | inodes | scenario | implementation | threads | median | min .. max | inodes/s | peak RSS |\n");
     s.push_str("|---|---:|---|---|---:|---:|---:|---:|---:|\n");
     for row in &r.rows {

@@ -5,6 +5,7 @@
 //! by row ([`super::compare`]).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
@@ -53,6 +54,11 @@ pub struct Settings {
     pub seed: u64,
     /// How peak RSS was measured.
     pub rss_method: String,
+    /// The third-party commands timed as baselines, by implementation: version, path and
+    /// command line (`GID` and `TREE` standing for the group and the tree), e.g. `rchm`.
+    /// Absent when none ran, and in documents written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, String>,
 }
 
 /// One (tree, scenario, implementation, threads, cache state), measured `samples_s.len()` times.

@@ -46,13 +46,15 @@ impl Scenario {
         }
     }
 
-    /// The baselines this scenario is measured against, the main one first (`chgrp -R`
-    /// only runs when asked for: see [`crate::harness::Config::chgrp`]).
+    /// The baselines this scenario is measured against, the main one first (`chgrp -R` and
+    /// rchm only run when asked for: see [`crate::harness::Config::chgrp`] and
+    /// [`crate::harness::Config::rchm`]).
     pub fn baselines(&self) -> &'static [Implementation] {
         use Implementation::*;
         match self {
-            Scenario::OwnershipAll => &[KubeletSerial, ChgrpR],
-            Scenario::OwnershipNone | Scenario::OnRootMismatch => &[KubeletSerial],
+            Scenario::OwnershipAll => &[KubeletSerial, ChgrpR, Rchm, RchmAdaptive],
+            Scenario::OwnershipNone => &[KubeletSerial, Rchm, RchmAdaptive],
+            Scenario::OnRootMismatch => &[KubeletSerial],
             Scenario::RelabelAll => &[GoSelinux],
             Scenario::RelabelNone => &[GoSelinuxFast],
             Scenario::Fused => &[KubeletThenGoSelinux],
@@ -82,6 +84,11 @@ pub enum Implementation {
     KubeletSerial,
     /// `chgrp -R`, as a command.
     ChgrpR,
+    /// rchm (the rcp project's recursive chmod/chgrp/chown), as a command, asked for
+    /// kubelet's group and modes, with its own defaults otherwise.
+    Rchm,
+    /// The same with rchm's adaptive metadata throttle and no cap on files in flight.
+    RchmAdaptive,
     /// go-selinux's relabel: 1 walker, 2 x CPUs `lsetxattr` workers.
     GoSelinux,
     /// The same when the root already carries the label: read each entry, skip if equal.
@@ -96,19 +103,28 @@ impl Implementation {
             Implementation::Volsec(_) => "volsec",
             Implementation::KubeletSerial => "kubelet-serial",
             Implementation::ChgrpR => "chgrp-R",
+            Implementation::Rchm => "rchm",
+            Implementation::RchmAdaptive => "rchm-adaptive",
             Implementation::GoSelinux => "go-selinux",
             Implementation::GoSelinuxFast => "go-selinux-fast-mode",
             Implementation::KubeletThenGoSelinux => "kubelet-serial+go-selinux",
         }
     }
 
-    /// The concurrency it runs with.
+    /// The concurrency it runs with (rchm: its worker threads, one per CPU by default; its
+    /// calls go through a pool of blocking threads of its own).
     pub(crate) fn threads(&self, cpus: usize) -> usize {
         match self {
             Implementation::Volsec(0) => cpus,
             Implementation::Volsec(n) => *n,
             Implementation::KubeletSerial | Implementation::ChgrpR => 1,
+            Implementation::Rchm | Implementation::RchmAdaptive => cpus,
             _ => 2 * cpus,
         }
+    }
+
+    /// Whether it is an rchm pass, run only when asked for and found on `PATH`.
+    pub fn is_rchm(&self) -> bool {
+        matches!(self, Implementation::Rchm | Implementation::RchmAdaptive)
     }
 }

@@ -44,8 +44,8 @@ struct PassArgs {
 /// to a known group and label, and every scenario runs volsec beside the baselines it is
 /// measured against, taking turns within each repetition:
 ///
-///   ownership-all      every inode gets a new fsGroup    vs kubelet-serial (and chgrp -R)
-///   ownership-none     fsGroup already right (Always)     vs kubelet-serial
+///   ownership-all      every inode gets a new fsGroup    vs kubelet-serial (and chgrp -R, rchm)
+///   ownership-none     fsGroup already right (Always)     vs kubelet-serial (and rchm)
 ///   on-root-mismatch   OnRootMismatch, matching root      vs kubelet-serial (same policy)
 ///   relabel-all        every label differs                vs go-selinux (2 x CPUs workers)
 ///   relabel-none       every label already right          vs go-selinux fast mode
@@ -61,6 +61,7 @@ struct PassArgs {
 ///   volsec bench run --json bench.json --plot scaling.svg
 ///   volsec bench run --shapes kubelet --sizes 10000,100000,1000000 --threads 1,2 --output markdown
 ///   volsec bench run --shapes flat:1000000 --scenarios ownership-all,ownership-none
+///   volsec bench run --fs slow:500us --shapes kubelet --scenarios ownership-all --with-rchm
 ///   volsec bench run --scratch /mnt/nfs/scratch --repetitions 5 --cold
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -100,6 +101,13 @@ struct RunArgs {
     /// entry, no stat), not what a node runs today; adds about a tenth to the standard suite.
     #[arg(long)]
     with_chgrp: bool,
+
+    /// Also time rchm (the rcp project's parallel recursive chmod/chgrp/chown; `cargo install
+    /// rcp-tools-rchm`) in ownership-all and ownership-none, asked for kubelet's group and
+    /// modes: with its defaults (rchm) and with its adaptive throttle (rchm-adaptive). Runs
+    /// the `rchm` found on PATH; without one the run warns and has no rchm rows.
+    #[arg(long)]
+    with_rchm: bool,
 
     /// Build the trees in this directory, on the filesystem under test.
     #[arg(long, value_name = "DIR", conflicts_with = "fs")]
@@ -277,6 +285,7 @@ fn run_suite(a: RunArgs) -> Result<Exit, Refusal> {
         },
         cold: a.cold,
         chgrp: a.with_chgrp,
+        rchm: a.with_rchm,
         volsec_exe: std::env::current_exe().ok(),
         scratch: a.scratch,
         fs: a.fs,
