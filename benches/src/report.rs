@@ -86,15 +86,26 @@ pub fn markdown(r: &Results) -> String {
 fn scaling_tables(r: &Results, s: &mut String) {
     let scenarios = scenarios(r);
     let default_threads = r.settings.threads.first().copied().unwrap_or(0);
+    // On a network-like bed volsec's default chose its own concurrency: its rows stand for
+    // the default in the first table, and open the second.
+    let chosen = r.rows.iter().any(|row| row.chosen.is_some());
+    let (title, default) = if chosen {
+        ("with the concurrency it chose".to_string(), Threads::Chosen)
+    } else {
+        (
+            format!("at {default_threads} worker thread(s)"),
+            Threads::Fixed(default_threads),
+        )
+    };
     let _ = writeln!(
         s,
-        "\nvolsec throughput (inodes/s) against tree size, at {default_threads} worker thread(s):\n"
+        "\nvolsec throughput (inodes/s) against tree size, {title}:\n"
     );
     header(s, "tree | inodes", &scenarios);
     for (shape, inodes) in trees(r) {
         let cells: Vec<String> = scenarios
             .iter()
-            .map(|sc| cell(r, &shape, inodes, sc, default_threads))
+            .map(|sc| cell(r, &shape, inodes, sc, default))
             .collect();
         let _ = writeln!(
             s,
@@ -105,20 +116,43 @@ fn scaling_tables(r: &Results, s: &mut String) {
     }
     let _ = writeln!(s, "\nvolsec throughput (inodes/s) against threads:\n");
     header(s, "tree | inodes | threads", &scenarios);
+    let mut settings: Vec<Threads> = Vec::new();
+    if chosen {
+        settings.push(Threads::Chosen);
+    }
+    for &t in &r.settings.threads {
+        if !settings.contains(&Threads::Fixed(t)) {
+            settings.push(Threads::Fixed(t));
+        }
+    }
     for (shape, inodes) in trees(r) {
-        for &t in &r.settings.threads {
+        for &t in &settings {
             let cells: Vec<String> = scenarios
                 .iter()
                 .map(|sc| cell(r, &shape, inodes, sc, t))
                 .collect();
+            if cells.iter().all(String::is_empty) {
+                continue;
+            }
+            let label = match t {
+                Threads::Fixed(n) => n.to_string(),
+                Threads::Chosen => "chosen".to_string(),
+            };
             let _ = writeln!(
                 s,
-                "| {shape} | {} | {t} | {} |",
+                "| {shape} | {} | {label} | {} |",
                 thousands(inodes),
                 cells.join(" | ")
             );
         }
     }
+}
+
+/// Which of volsec's rows: a fixed thread count, or the default that chose its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Threads {
+    Fixed(usize),
+    Chosen,
 }
 
 fn header(s: &mut String, first: &str, scenarios: &[String]) {
@@ -127,7 +161,7 @@ fn header(s: &mut String, first: &str, scenarios: &[String]) {
     let _ = writeln!(s, "|{}", "---:|".repeat(cols));
 }
 
-fn cell(r: &Results, shape: &str, inodes: u64, scenario: &str, threads: usize) -> String {
+fn cell(r: &Results, shape: &str, inodes: u64, scenario: &str, threads: Threads) -> String {
     volsec_row(r, shape, inodes, scenario, threads).map_or("".into(), |row| match walked(row) {
         true => thousands(row.inodes_per_s as u64),
         // The time, where a rate would only be the tree's size over a root check.
@@ -140,14 +174,17 @@ fn volsec_row<'a>(
     shape: &str,
     inodes: u64,
     scenario: &str,
-    threads: usize,
+    threads: Threads,
 ) -> Option<&'a Row> {
     r.rows.iter().find(|row| {
         row.is_volsec()
             && row.shape == shape
             && row.inodes == inodes
             && row.scenario == scenario
-            && row.threads == threads
+            && match threads {
+                Threads::Chosen => row.chosen.is_some(),
+                Threads::Fixed(n) => row.chosen.is_none() && row.threads == n,
+            }
     })
 }
 
