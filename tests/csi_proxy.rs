@@ -208,6 +208,19 @@ impl Node {
         .unwrap()
     }
 
+    /// `volsec csi-proxy` as its own process, listening on `sock` in front of this node's
+    /// driver, volumes allowed below its kubelet directory: add flags, then spawn.
+    fn proxy_process(&self, sock: &Path) -> std::process::Command {
+        let mut c = volsec();
+        c.args(["csi-proxy", "--listen"])
+            .arg(sock)
+            .arg("--driver")
+            .arg(self.driver_sock())
+            .arg("--allowed-root")
+            .arg(self.kubelet.path());
+        c
+    }
+
     fn proxy(&self, settings: Settings) -> Proxy {
         Proxy::start(
             self.sockets.path(),
@@ -924,13 +937,8 @@ async fn sigterm_during_a_pass_leaves_the_root_unmarked() {
     let volume = big_volume(&node, "big", 100_000);
     let driver = node.driver(false, Publish::BindMount(volume.clone()));
     let sock = node.sockets.path().join("csi.sock");
-    let mut child = volsec()
-        .args(["csi-proxy", "--listen"])
-        .arg(&sock)
-        .arg("--driver")
-        .arg(node.driver_sock())
-        .arg("--allowed-root")
-        .arg(node.kubelet.path())
+    let mut child = node
+        .proxy_process(&sock)
         .args([
             "--fs-group-policy",
             "File",
@@ -1035,13 +1043,8 @@ async fn unfinished_metrics_requests_from_another_user_do_not_stop_the_proxy() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = volsec()
-        .args(["csi-proxy", "--listen"])
-        .arg(&sock)
-        .arg("--driver")
-        .arg(node.driver_sock())
-        .arg("--allowed-root")
-        .arg(node.kubelet.path())
+    let mut child = node
+        .proxy_process(&sock)
         .arg("--metrics-listen")
         .arg(format!("127.0.0.1:{port}"))
         .spawn()
