@@ -335,3 +335,22 @@ fn client_documents_and_their_refusals() {
     ]);
     document(&mut cmd, 2, "refusal");
 }
+
+/// Every saved benchmark result still matches the results schema, the runs written before a
+/// field existed included (they load and compare, so the schema admits them).
+#[test]
+fn saved_bench_results_match_their_schema() {
+    let validator = schema("bench-results");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no saved results in {}", dir.display());
+}
