@@ -125,30 +125,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A plain HTTP/1.1 GET: (status, body).
-pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read response");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
 /// The value of one sample line in a Prometheus text exposition.
 fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics

@@ -3,12 +3,11 @@
 //! proxy's proto does not know) and retries as kubelet does. Runs as root (CI does).
 
 use crate::common::{
-    all_paths, gid_mode, healthz, mkdir, require_root, unfinished_requests_as_nobody, volsec,
-    write_file, Mounted,
+    all_paths, gid_mode, healthz, http_get, mkdir, require_root, unfinished_requests_as_nobody,
+    volsec, write_file, Mounted,
 };
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -126,28 +125,16 @@ impl Proxy {
         }
     }
 
-    /// An HTTP GET on the metrics endpoint: (status line, body).
-    fn http_get(&self, path: &str) -> (String, String) {
-        let mut last = None;
+    /// An HTTP GET on the metrics endpoint, once it listens: (status, body).
+    fn http_get(&self, path: &str) -> (u16, String) {
         for _ in 0..50 {
-            match std::net::TcpStream::connect(self.metrics) {
-                Ok(mut s) => {
-                    write!(
-                        s,
-                        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                    )
-                    .unwrap();
-                    let mut out = String::new();
-                    s.read_to_string(&mut out).unwrap();
-                    let status = out.lines().next().unwrap_or_default().to_string();
-                    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-                    return (status, body);
-                }
-                Err(e) => last = Some(e),
+            let answer = http_get(self.metrics.port(), path);
+            if answer.0 != 0 {
+                return answer;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("metrics endpoint {}: {last:?}", self.metrics);
+        panic!("metrics endpoint {}: no answer", self.metrics);
     }
 
     fn metric(&self, line_prefix: &str) -> Option<f64> {
@@ -369,8 +356,8 @@ async fn capability_is_added_only_when_the_driver_lacks_it() {
     let info = call(&proxy.sock, INFO, vec![], CALL, &[]).await.unwrap();
     assert_eq!(wire::plugin_name(&info).as_deref(), Some(DRIVER_NAME));
     // Health endpoints.
-    assert!(proxy.http_get("/healthz").0.contains("200"));
-    assert!(proxy.http_get("/readyz").0.contains("200"));
+    assert_eq!(proxy.http_get("/healthz").0, 200);
+    assert_eq!(proxy.http_get("/readyz").0, 200);
     proxy.stop().await;
     driver.stop().await;
 

@@ -78,20 +78,3 @@ pub fn unfinished_requests_as_nobody(port: u16, n: usize) -> (Nobody, usize) {
     assert_eq!(read, 4, "the helper dropped its privileges and connected");
     (Nobody(pid), u32::from_ne_bytes(connected) as usize)
 }
-
-/// Whether `/healthz` answers 200; a connection closed on accept (the endpoint full) is no.
-pub fn healthz(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
-}

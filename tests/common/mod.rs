@@ -10,11 +10,13 @@ mod attack;
 mod csi;
 mod fixtures;
 mod fs;
+mod http;
 mod run;
 pub use attack::*;
 pub use csi::*;
 pub use fixtures::*;
 pub use fs::*;
+pub use http::*;
 pub use run::*;
 
 /// Fails the test with a clear reason when not root: mounting needs it.
